@@ -1,0 +1,5 @@
+"""Allow ``python -m bncheck``."""
+
+from bncheck.cli.app import main
+
+main()

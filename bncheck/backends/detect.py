@@ -1,0 +1,93 @@
+"""Tell a model file's format from its bytes (zip layout, pickle, protobuf, safetensors header)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from enum import StrEnum
+from pathlib import Path
+
+from bncheck.errors import BncheckError
+
+
+class ModelFormat(StrEnum):
+    """Model file formats bncheck reads."""
+
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    EXPORTED_PROGRAM = "pt2"
+    TORCH_SAVE = "torch-save"  # state_dict, nested checkpoint or pickled nn.Module
+    SAFETENSORS = "safetensors"
+
+    @property
+    def is_torch(self) -> bool:
+        """Whether reading it needs torch."""
+        return self is not ModelFormat.ONNX
+
+
+_PICKLE_PROTOCOL_BYTE = 0x80
+
+
+def detect_format(path: Path) -> ModelFormat:
+    """Return the format of ``path`` judged by content, or raise a BncheckError saying why not."""
+    if not path.exists():
+        raise BncheckError(f"{path}: no such file")
+    if path.is_dir():
+        raise BncheckError(f"{path} is a folder; give a model file (.onnx, .pt, .pt2, .safetensors)")
+    size = path.stat().st_size
+    if size == 0:
+        raise BncheckError(f"{path} is empty (0 bytes); check that it was written completely")
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return _zip_format(path)
+    if head[0] == _PICKLE_PROTOCOL_BYTE:
+        return ModelFormat.TORCH_SAVE
+    if _looks_safetensors(path, head, size):
+        return ModelFormat.SAFETENSORS
+    if _looks_onnx(head) or path.suffix.lower() == ".onnx":
+        return ModelFormat.ONNX
+    raise BncheckError(
+        f"{path} is not a model bncheck can read (expected ONNX, TorchScript, torch.export .pt2, "
+        "a torch.save checkpoint or .safetensors)"
+    )
+
+
+def _zip_format(path: Path) -> ModelFormat:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise BncheckError(f"{path} is a damaged zip archive ({e}); the checkpoint is probably "
+                           "truncated: copy or save it again") from e
+    tails = {n.split("/", 1)[1] if "/" in n else n for n in names}
+    if any(t.startswith("models/") and t.endswith(".json") for t in tails) or any(
+        t.startswith("serialized_exported_program") for t in tails
+    ):
+        return ModelFormat.EXPORTED_PROGRAM
+    if any(t.startswith("code/") for t in tails) or "constants.pkl" in tails:
+        return ModelFormat.TORCHSCRIPT
+    if "data.pkl" in tails:
+        return ModelFormat.TORCH_SAVE
+    raise BncheckError(f"{path} is a zip archive but not a PyTorch checkpoint, TorchScript or .pt2")
+
+
+def _looks_safetensors(path: Path, head: bytes, size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    if n <= 1 or n + 8 > size or head[8:9] != b"{":
+        return False
+    with path.open("rb") as f:
+        f.seek(8)
+        try:
+            json.loads(f.read(n))
+        except ValueError:
+            return False
+    return True
+
+
+def _looks_onnx(head: bytes) -> bool:
+    # ModelProto starts with field 1 (ir_version, varint) = tag 0x08, and an ir_version 1..20.
+    return len(head) >= 2 and head[0] == 0x08 and 1 <= head[1] <= 20

@@ -1,0 +1,112 @@
+"""Reading ONNX graphs: loading with plain errors, constant resolution, ranks, opset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from bncheck.errors import BncheckError
+
+MIN_OPSET = 17
+
+
+def load_proto(path: Path) -> onnx.ModelProto:
+    """Parse and sanity-check an ONNX file, turning parser failures into one-line errors."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError, ValueError, OSError... for bad files
+        raise BncheckError(
+            f"{path} is not a readable ONNX model ({type(e).__name__}); the file is truncated "
+            "or not ONNX: export it again"
+        ) from e
+    if not model.graph.node:
+        raise BncheckError(f"{path} parses as ONNX but holds no graph nodes; export it again")
+    return model
+
+
+def opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset version."""
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 1
+
+
+def ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return the model at opset >= MIN_OPSET (converted copy if older)."""
+    if opset(model) >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    return version_converter.convert_version(model, MIN_OPSET)
+
+
+class Constants:
+    """Resolves a tensor name to its constant value through initializers, Constant and Identity.
+
+    Real exports feed BN parameters through Constant nodes (PaddleOCR) or Identity nodes
+    (shared initializers), not only through initializers.
+    """
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self._init = {t.name: t for t in graph.initializer}
+        self._producer = {o: n for n in graph.node for o in n.output}
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The constant behind ``name``, or None when it is computed at run time."""
+        seen = 0
+        while seen < 64:  # an Identity chain longer than this is a cycle, not a model
+            seen += 1
+            if name in self._init:
+                return numpy_helper.to_array(self._init[name])
+            node = self._producer.get(name)
+            if node is None:
+                return None
+            if node.op_type == "Identity":
+                name = node.input[0]
+                continue
+            if node.op_type == "Constant":
+                return _constant_value(node)
+            return None
+        return None
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+    return None
+
+
+def attr(node: onnx.NodeProto, name: str, default: float | int | None = None) -> float | int | None:
+    """A scalar attribute of ``node``."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)  # type: ignore[no-any-return]
+    return default
+
+
+def static_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Ranks of the tensors shape inference can tell."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is best effort; callers fall back to a probe run
+        inferred = model
+    ranks: dict[str, int] = {}
+    g = inferred.graph
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            ranks[vi.name] = len(t.shape.dim)
+    return ranks

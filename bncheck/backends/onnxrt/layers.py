@@ -1,0 +1,83 @@
+"""Normalization layers of an ONNX graph, as backend-neutral NormLayers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from bncheck.backends.onnxrt.graph import Constants, attr
+from bncheck.core.layers import Family, NormLayer, momentum_from_onnx
+
+NORM_OPS = {
+    "BatchNormalization": Family.BATCH,
+    "InstanceNormalization": Family.INSTANCE,
+    "GroupNormalization": Family.GROUP,
+    "LayerNormalization": Family.LAYER,
+    "RMSNormalization": Family.RMS,
+}
+
+
+@dataclass(frozen=True)
+class OnnxLayerRef:
+    """Where a layer lives in the graph: its node and the tensor it normalizes."""
+
+    name: str
+    node_name: str
+    input: str
+
+
+def layer_name(node: onnx.NodeProto, index: int) -> str:
+    """A name that matches the torch module path when the export kept parameter names."""
+    suffixes = (".weight", ".running_mean", ".bias", ".running_var")
+    for inp in node.input[1:5]:
+        for suf in suffixes:
+            if inp.endswith(suf):
+                return inp[: -len(suf)]
+    return node.name or f"{node.op_type}_{index}"
+
+
+def discover(model: onnx.ModelProto) -> tuple[list[NormLayer], list[OnnxLayerRef]]:
+    """Every normalization node in graph order, with parameters resolved to arrays."""
+    consts = Constants(model.graph)
+    layers: list[NormLayer] = []
+    refs: list[OnnxLayerRef] = []
+    for i, node in enumerate(model.graph.node):
+        family = NORM_OPS.get(node.op_type)
+        if family is None:
+            continue
+        name = layer_name(node, i)
+        layers.append(_describe(node, name, family, consts))
+        refs.append(OnnxLayerRef(name, node.name, node.input[0]))
+    return layers, refs
+
+
+def _arr(consts: Constants, node: onnx.NodeProto, i: int) -> np.ndarray | None:
+    if len(node.input) <= i or not node.input[i]:
+        return None
+    v = consts.value(node.input[i])
+    return None if v is None else np.asarray(v, dtype=np.float64).reshape(-1)
+
+
+def _describe(node: onnx.NodeProto, name: str, family: Family, consts: Constants) -> NormLayer:
+    eps = float(attr(node, "epsilon", 1e-5) or 0.0)
+    weight, bias = _arr(consts, node, 1), _arr(consts, node, 2)
+    if family is Family.BATCH:
+        m = float(attr(node, "momentum", 0.9) or 0.0)
+        rm, rv = _arr(consts, node, 3), _arr(consts, node, 4)
+        return NormLayer(
+            name=name, kind=node.op_type, family=family,
+            channels=None if weight is None else int(weight.size),
+            eps=eps, momentum=momentum_from_onnx(m), momentum_note=f"onnx {m:g}",
+            affine=True, tracks_running_stats=True,
+            running_mean=rm, running_var=rv, weight=weight, bias=bias,
+        )
+    channels = int(attr(node, "num_groups", 0) or 0) if family is Family.GROUP else None
+    if channels is None and weight is not None:
+        channels = int(weight.size)
+    return NormLayer(
+        name=name, kind=node.op_type, family=family, channels=channels, eps=eps,
+        momentum=None, momentum_note="none", affine=weight is not None,
+        tracks_running_stats=False, weight=weight, bias=bias,
+    )

@@ -1,0 +1,178 @@
+"""The ONNX backend: an onnx ModelProto run with onnxruntime, with statistics taps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from bncheck.backends.base import InputSpec, PassResult, PopulationStats, TapFn
+from bncheck.backends.detect import ModelFormat
+from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, static_ranks
+from bncheck.backends.onnxrt.layers import OnnxLayerRef, discover
+from bncheck.backends.onnxrt.passes import apply_pass
+from bncheck.core.layers import NormLayer
+from bncheck.core.options import Device, RewriteMode
+from bncheck.errors import BncheckError
+
+_NP_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+}
+
+
+class OnnxModel:
+    """An ONNX graph; passes produce new OnnxModels, sessions are built lazily and cached."""
+
+    backend = "onnx"
+
+    def __init__(self, proto: onnx.ModelProto, path: Path, device: Device = Device.CPU,
+                 fmt: ModelFormat = ModelFormat.ONNX) -> None:
+        self.proto = proto
+        self.path = path
+        self.format = fmt
+        self.device = device
+        self._layers, self._refs = discover(proto)
+        self._sessions: dict[tuple[str, ...], object] = {}
+        self._ranks: dict[str, int] = {}
+
+    @classmethod
+    def load(cls, path: Path, device: Device = Device.CPU) -> OnnxModel:
+        """Read an .onnx file."""
+        return cls(load_proto(path), path, device)
+
+    def layers(self) -> list[NormLayer]:
+        """Normalization layers in graph order."""
+        return list(self._layers)
+
+    def runnable(self, example: Sequence[np.ndarray] | None) -> OnnxModel:
+        """ONNX graphs always run."""
+        return self
+
+    def inputs(self) -> list[InputSpec]:
+        """Graph inputs that are not initializers."""
+        inits = {t.name for t in self.proto.graph.initializer}
+        specs = []
+        for vi in self.proto.graph.input:
+            if vi.name in inits:
+                continue
+            dims = vi.type.tensor_type.shape.dim
+            specs.append(InputSpec(vi.name, tuple(d.dim_value if d.dim_value > 0 else None
+                                                  for d in dims)))
+        return specs
+
+    def input_dtypes(self) -> list[type]:
+        """numpy dtypes of the inputs."""
+        inits = {t.name for t in self.proto.graph.initializer}
+        return [_NP_TYPES.get(vi.type.tensor_type.elem_type, np.float32)
+                for vi in self.proto.graph.input if vi.name not in inits]
+
+    def _session(self, taps: tuple[str, ...]) -> object:
+        if taps in self._sessions:
+            return self._sessions[taps]
+        import onnxruntime as ort
+
+        proto = self.proto
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if taps:
+            # Tapped tensors must survive: fusions such as Conv+BN would hide them.
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self.proto)
+            existing = {o.name for o in proto.graph.output}
+            for t in taps:
+                if t not in existing:
+                    proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        if self.device is not Device.CPU and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        elif self.device is Device.CUDA:
+            raise BncheckError("--device cuda: onnxruntime has no CUDA provider here "
+                               "(install onnxruntime-gpu) ")
+        try:
+            sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BncheckError(f"{self.path}: onnxruntime cannot run this graph: "
+                               f"{str(e).splitlines()[0]}") from e
+        self._sessions[taps] = sess
+        return sess
+
+    def run(self, batch: Sequence[np.ndarray], taps: Sequence[str] = (),
+            on_tap: TapFn | None = None) -> np.ndarray:
+        """Run one batch, passing each tapped layer's input to ``on_tap``."""
+        by_layer = {r.name: r.input for r in self._refs}
+        tensors = tuple(dict.fromkeys(by_layer[t] for t in taps))
+        sess = self._session(tensors)
+        names = [i.name for i in self.inputs()]
+        feed = {n: np.ascontiguousarray(a.astype(d, copy=False))
+                for n, a, d in zip(names, batch, self.input_dtypes(), strict=True)}
+        out_names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
+        results = sess.run(None, feed)  # type: ignore[attr-defined]
+        n_model = len(self.proto.graph.output)
+        got = dict(zip(out_names, results, strict=True))
+        for t in taps:
+            arr = got[by_layer[t]]
+            self._ranks[by_layer[t]] = arr.ndim
+            if on_tap is not None:
+                on_tap(t, arr)
+        n = batch[0].shape[0]
+        flat = [np.asarray(r, dtype=np.float32).reshape(n, -1) for r in results[:n_model]]
+        return np.concatenate(flat, axis=1)
+
+    def _input_ranks(self) -> dict[str, int]:
+        ranks = static_ranks(self.proto)
+        ranks.update(self._ranks)
+        missing = [r for r in self._refs if r.input not in ranks]
+        if missing:
+            specs = self.inputs()
+            if all(None not in s.shape[1:] for s in specs):
+                probe = [np.zeros((2, *(d or 1 for d in s.shape[1:])), dtype=np.float32)
+                         for s in specs]
+                self.run(probe, taps=[r.name for r in missing])
+                ranks.update(self._ranks)
+        return ranks
+
+    def apply(self, mode: RewriteMode, stats: PopulationStats | None = None) -> PassResult:
+        """Apply one pass; the new graph is at opset >= 17."""
+        base = ensure_opset(self.proto)
+        proto, notes = apply_pass(base, mode, self._input_ranks(), stats)
+        new = OnnxModel(proto, self.path, self.device, self.format)
+        new._ranks = dict(self._ranks)
+        return PassResult(new, notes)
+
+    @property
+    def refs(self) -> list[OnnxLayerRef]:
+        """Where each layer sits in the graph."""
+        return list(self._refs)
+
+    def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
+        """Write an .onnx file; an ONNX graph cannot become a torch checkpoint."""
+        if path.suffix.lower() != ".onnx":
+            raise BncheckError(
+                f"{path}: an ONNX model can only be written as .onnx (there is no PyTorch "
+                "module to save); use -o OUT.onnx"
+            )
+        proto = onnx.ModelProto()
+        proto.CopyFrom(ensure_opset(self.proto))
+        _dynamic_batch(proto)
+        onnx.save(proto, str(path))
+
+
+def _dynamic_batch(proto: onnx.ModelProto) -> None:
+    """Make dimension 0 of every graph input and output symbolic so any batch size runs."""
+    # Stale intermediate shapes would pin the old batch size; onnxruntime infers them again.
+    del proto.graph.value_info[:]
+    inits = {t.name for t in proto.graph.initializer}
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        if vi.name in inits or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"

@@ -1,0 +1,66 @@
+"""Writing torch models: .onnx (legacy exporter, BN kept), .pt2 (torch.export), checkpoints."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from bncheck.backends.onnxrt.graph import MIN_OPSET
+from bncheck.errors import BncheckError
+
+
+
+
+def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
+                  input_names: Sequence[str]) -> onnx.ModelProto:
+    """Export with BN nodes kept (no constant folding, training mode preserved), dynamic batch."""
+    module = module.eval()
+    outputs = _output_count(module, example)
+    out_names = [f"output_{i}" if outputs > 1 else "output" for i in range(outputs)]
+    axes = {n: {0: "batch"} for n in [*input_names, *out_names]}
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), \
+                redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, tuple(example), buf, dynamo=False, opset_version=MIN_OPSET,
+                do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
+                input_names=list(input_names), output_names=out_names, dynamic_axes=axes,
+            )
+    except Exception as e:  # the exporter raises many types for unsupported models
+        raise BncheckError(f"this model cannot be exported to ONNX: {str(e).splitlines()[0]}") \
+            from e
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _output_count(module: nn.Module, example: Sequence[torch.Tensor]) -> int:
+    with torch.no_grad():
+        out = module(*example)
+    if isinstance(out, torch.Tensor):
+        return 1
+    if isinstance(out, (tuple, list)):
+        return len(out)
+    if isinstance(out, dict):
+        return len(out)
+    return 1
+
+
+def save_pt2(module: nn.Module, example: Sequence[torch.Tensor], path: Path) -> None:
+    """torch.export with a dynamic batch dimension."""
+    batch = torch.export.Dim("batch", min=1)
+    shapes = tuple({0: batch} for _ in example)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.export(module.eval(), tuple(example), dynamic_shapes=shapes)
+            torch.export.save(ep, str(path))
+    except Exception as e:  # export errors are diverse and long
+        raise BncheckError(f"torch.export failed for this model: {str(e).splitlines()[0]}") from e

@@ -1,0 +1,108 @@
+"""torch.export programs: turn batch_norm graph nodes back into modules bncheck can switch."""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from bncheck.backends.pytorch.modules import ExportedBatchNorm
+
+_BN_OPS = {
+    torch.ops.aten.batch_norm.default,
+    torch.ops.aten._native_batch_norm_legit_no_training.default,
+    torch.ops.aten._native_batch_norm_legit_functional.default,
+    torch.ops.aten.cudnn_batch_norm.default,
+}
+
+
+def module_from_exported(ep: torch.export.ExportedProgram) -> fx.GraphModule:
+    """An eval-mode GraphModule whose BatchNorms are real submodules named as in the source."""
+    gm = ep.module()
+    used: set[str] = set()
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _BN_OPS:
+            continue
+        path, cls = _module_path(node, used)
+        x, w, b, rm, rv = node.args[:5]
+        momentum, eps = _momentum_eps(node)
+        weight, bias = _attr(gm, w), _attr(gm, b)
+        mean, var = _attr(gm, rm), _attr(gm, rv)
+        assert mean is not None and var is not None
+        bn = ExportedBatchNorm(mean.numel(), eps, momentum, cls)
+        with torch.no_grad():
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            if weight is not None:
+                bn.weight.copy_(weight)
+            if bias is not None:
+                bn.bias.copy_(bias)
+        _set_module(gm, path, bn)
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(path, (x,))
+        _replace_uses(node, new)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    # ep.module() refuses train()/eval(); a plain GraphModule over the same graph allows them.
+    plain = fx.GraphModule(gm, gm.graph)
+    return plain.eval()
+
+
+def _module_path(node: fx.Node, used: set[str]) -> tuple[str, str]:
+    stack = node.meta.get("nn_module_stack") or {}
+    path, cls = (list(stack.values())[-1] if stack else (node.name, "BatchNorm"))
+    path = path or node.name
+    # Safe for getattr on the graph module; the last class name is what a user recognizes.
+    base, k = path.replace("L['self'].", ""), 1
+    name = base
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name, str(cls).rsplit(".", 1)[-1]
+
+
+def _momentum_eps(node: fx.Node) -> tuple[float | None, float]:
+    args = node.args
+    if node.target is torch.ops.aten.batch_norm.default:
+        return float(args[6]), float(args[7])  # type: ignore[arg-type]
+    if node.target is torch.ops.aten._native_batch_norm_legit_no_training.default:
+        return float(args[5]), float(args[6])  # type: ignore[arg-type]
+    return float(args[6]), float(args[7])  # type: ignore[arg-type]
+
+
+def _attr(gm: fx.GraphModule, arg: object) -> torch.Tensor | None:
+    if not isinstance(arg, fx.Node) or arg.op != "get_attr":
+        return None
+    obj: object = gm
+    for part in str(arg.target).split("."):
+        obj = getattr(obj, part)
+    assert isinstance(obj, torch.Tensor)
+    return obj.detach()
+
+
+def _set_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
+    parent_path, _, leaf = path.rpartition(".")
+    parent: nn.Module = gm.get_submodule(parent_path) if parent_path else gm
+    existing = getattr(parent, leaf, None)
+    if isinstance(existing, nn.Module) and not isinstance(existing, ExportedBatchNorm):
+        # The unlifted program keeps parameters on placeholder submodules; keep any other
+        # attribute alive for nodes that still read it.
+        for n, p in list(existing.named_parameters(recurse=False)):
+            if n not in ("weight", "bias"):
+                module.register_parameter(n, p)
+        for n, buf in list(existing.named_buffers(recurse=False)):
+            if n == "num_batches_tracked" and isinstance(module, ExportedBatchNorm):
+                module.num_batches_tracked.copy_(buf)
+            if n not in ("running_mean", "running_var", "num_batches_tracked"):
+                module.register_buffer(n, buf)
+        for n, child in existing.named_children():
+            module.add_module(n, child)
+    setattr(parent, leaf, module)
+
+
+def _replace_uses(node: fx.Node, new: fx.Node) -> None:
+    # The native variants return (out, mean, rstd); only element 0 is ever consumed downstream.
+    for user in list(node.users):
+        if user.op == "call_function" and user.target.__name__ == "getitem":  # type: ignore[union-attr]
+            user.replace_all_uses_with(new)
+    node.replace_all_uses_with(new)

@@ -1,0 +1,134 @@
+"""Normalization layers of a torch module (eager or TorchScript) or of a bare state_dict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+from bncheck.core.layers import Family, NormLayer
+
+_FAMILY_BY_NAME = {
+    "BatchNorm1d": Family.BATCH, "BatchNorm2d": Family.BATCH, "BatchNorm3d": Family.BATCH,
+    "SyncBatchNorm": Family.BATCH, "InstanceNorm1d": Family.INSTANCE,
+    "InstanceNorm2d": Family.INSTANCE, "InstanceNorm3d": Family.INSTANCE,
+    "GroupNorm": Family.GROUP, "LayerNorm": Family.LAYER, "RMSNorm": Family.RMS,
+}
+_FROZEN_BUFFERS = ("weight", "bias", "running_mean", "running_var")
+
+
+def family_of(module: nn.Module) -> Family | None:
+    """The normalization family of ``module``, or None when it is not a normalization layer."""
+    if isinstance(module, _BatchNorm):
+        return Family.BATCH
+    if isinstance(module, _InstanceNorm):
+        return Family.INSTANCE
+    if isinstance(module, nn.GroupNorm):
+        return Family.GROUP
+    if isinstance(module, nn.LayerNorm):
+        return Family.LAYER
+    if hasattr(nn, "RMSNorm") and isinstance(module, nn.RMSNorm):
+        return Family.RMS
+    if isinstance(module, torch.jit.ScriptModule):
+        return _FAMILY_BY_NAME.get(getattr(module, "original_name", ""))
+    if is_frozen_bn(module):
+        return Family.BATCH
+    return None
+
+
+def is_frozen_bn(module: nn.Module) -> bool:
+    """FrozenBatchNorm2d-style: BN buffers, no _BatchNorm base, no parameters, no children."""
+    buffers = dict(module.named_buffers(recurse=False))
+    return (not isinstance(module, _BatchNorm) and all(b in buffers for b in _FROZEN_BUFFERS)
+            and not list(module.parameters(recurse=False)) and not list(module.children()))
+
+
+def class_name(module: nn.Module) -> str:
+    """The class a user wrote: TorchScript and exported modules remember it."""
+    original = getattr(module, "original", None) or getattr(module, "original_name", None)
+    return str(original) if original else type(module).__name__
+
+
+def _np(t: object) -> np.ndarray | None:
+    if not isinstance(t, torch.Tensor) or t.is_meta or t.numel() == 0:
+        return None
+    return t.detach().to("cpu", torch.float64).numpy().reshape(-1)
+
+
+def _nbt(t: object) -> int | None:
+    return int(t.item()) if isinstance(t, torch.Tensor) and t.numel() == 1 else None
+
+
+def describe_module(name: str, module: nn.Module, family: Family) -> NormLayer:
+    """A NormLayer from a live (or scripted) module."""
+    kind = class_name(module)
+    weight, bias = _np(getattr(module, "weight", None)), _np(getattr(module, "bias", None))
+    eps_raw = getattr(module, "eps", None)
+    eps = float(eps_raw) if isinstance(eps_raw, (int, float)) else None
+    if family in (Family.BATCH, Family.INSTANCE):
+        rm, rv = _np(getattr(module, "running_mean", None)), _np(getattr(module, "running_var", None))
+        frozen = is_frozen_bn(module)
+        tracks = bool(getattr(module, "track_running_stats", frozen)) and rm is not None
+        momentum = getattr(module, "momentum", None)
+        if frozen:
+            note = "frozen"
+        elif momentum is None:
+            note = "cumulative"
+        else:
+            note = "torch"
+        channels = getattr(module, "num_features", None)
+        if channels is None and rm is not None:
+            channels = rm.size
+        return NormLayer(
+            name=name, kind=kind, family=family, channels=int(channels) if channels else None,
+            eps=eps if eps is not None else 1e-5, momentum=None if momentum is None
+            else float(momentum), momentum_note=note,
+            affine=bool(getattr(module, "affine", weight is not None)),
+            tracks_running_stats=tracks, running_mean=rm, running_var=rv,
+            num_batches_tracked=_nbt(getattr(module, "num_batches_tracked", None)),
+            weight=weight, bias=bias,
+        )
+    channels = getattr(module, "num_channels", None) or getattr(module, "num_groups", None)
+    if channels is None and weight is not None:
+        channels = weight.size
+    return NormLayer(
+        name=name, kind=kind, family=family, channels=int(channels) if channels else None,
+        eps=eps, momentum=None, momentum_note="none", affine=weight is not None,
+        tracks_running_stats=False, weight=weight, bias=bias,
+    )
+
+
+def discover_module(model: nn.Module) -> list[NormLayer]:
+    """Every normalization layer of ``model`` in registration order."""
+    out = []
+    for name, m in model.named_modules():
+        family = family_of(m)
+        if family is not None and name:
+            out.append(describe_module(name, m, family))
+    return out
+
+
+def discover_state_dict(sd: Mapping[str, torch.Tensor]) -> list[NormLayer]:
+    """BN-like layers of a bare state_dict, found by their running_mean/running_var keys."""
+    out = []
+    for key in sd:
+        if not key.endswith(".running_mean"):
+            continue
+        p = key[: -len(".running_mean")]
+        if f"{p}.running_var" not in sd:
+            continue
+        rm, rv = _np(sd[key]), _np(sd[f"{p}.running_var"])
+        weight, bias = _np(sd.get(f"{p}.weight")), _np(sd.get(f"{p}.bias"))
+        out.append(NormLayer(
+            name=p, kind="BatchNorm", family=Family.BATCH,
+            channels=None if rm is None else rm.size, eps=None, momentum=None,
+            momentum_note="unknown", affine=weight is not None, tracks_running_stats=True,
+            running_mean=rm, running_var=rv,
+            num_batches_tracked=_nbt(sd.get(f"{p}.num_batches_tracked")),
+            weight=weight, bias=bias,
+        ))
+    return out

@@ -1,0 +1,206 @@
+"""Reading PyTorch files: checkpoints (weights_only), safetensors, TorchScript, .pt2, --arch."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bncheck.backends.detect import ModelFormat
+from bncheck.errors import BncheckError
+
+# Keys under which training scripts nest the weights, most specific first.
+_NEST_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module",
+              "model_ema", "ema", "weights", "params", "generator", "netG")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class Checkpoint:
+    """A state_dict and where it sat in the file, so it can be written back the same way."""
+
+    state_dict: dict[str, torch.Tensor]
+    container: Any = None
+    key_path: tuple[str, ...] = ()
+    prefix: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def rebuilt(self, new_state: Mapping[str, torch.Tensor]) -> Any:
+        """The original container with the state_dict values replaced by ``new_state``."""
+        sd = {self.prefix + k: new_state.get(k, v) for k, v in self.state_dict.items()}
+        if not self.key_path:
+            return sd
+        return _replace_at(self.container, self.key_path, sd)
+
+
+def _replace_at(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    copy = dict(obj)
+    copy[path[0]] = value if len(path) == 1 else _replace_at(obj[path[0]], path[1:], value)
+    return copy
+
+
+@dataclass
+class Loaded:
+    """What a torch file held: a runnable module, a checkpoint, or both (state_dict + --arch)."""
+
+    module: nn.Module | None
+    checkpoint: Checkpoint | None
+    exported: bool = False
+
+
+def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
+    """Read ``path``; never runs pickled code unless ``allow_pickle``."""
+    if fmt is ModelFormat.SAFETENSORS:
+        return Loaded(None, Checkpoint(_load_safetensors(path)))
+    if fmt is ModelFormat.TORCHSCRIPT:
+        try:
+            return Loaded(torch.jit.load(str(path), map_location="cpu"), None)
+        except Exception as e:  # jit raises RuntimeError variants for damaged archives
+            raise _damaged(path, e) from e
+    if fmt is ModelFormat.EXPORTED_PROGRAM:
+        from bncheck.backends.pytorch.exported import module_from_exported
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ep = torch.export.load(str(path))
+        except Exception as e:  # serialization errors have many types
+            raise _damaged(path, e) from e
+        return Loaded(module_from_exported(ep), None, exported=True)
+    return _from_object(path, _torch_load(path, allow_pickle))
+
+
+def _damaged(path: Path, e: Exception) -> BncheckError:
+    first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    return BncheckError(f"{path} cannot be read ({first}); the file is probably truncated or "
+                        "damaged: save or copy it again")
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file as st_load
+
+    try:
+        return dict(st_load(str(path)))
+    except Exception as e:  # SafetensorError has no stable import path
+        raise _damaged(path, e) from e
+
+
+def _torch_load(path: Path, allow_pickle: bool) -> Any:
+    try:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e) and "zipfile" not in str(e):
+                raise
+            # Legacy (non-zip) checkpoints cannot be memory-mapped.
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise _damaged(path, e) from e
+        if not allow_pickle:
+            raise BncheckError(
+                f"{path} holds pickled Python objects (a fully pickled model); loading it would run "
+                "code from the file. If you trust it, re-run with --allow-pickle"
+            ) from e
+    except Exception as e:  # EOFError, RuntimeError from the zip reader, ...
+        raise _damaged(path, e) from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:  # arbitrary: the pickle may reference missing classes
+        raise BncheckError(f"{path}: unpickling failed ({type(e).__name__}: {e}); the classes it "
+                           "needs must be importable from the current directory") from e
+
+
+def _from_object(path: Path, obj: Any) -> Loaded:
+    if isinstance(obj, nn.Module):
+        return Loaded(obj, None)
+    if isinstance(obj, Mapping):
+        for key in _NEST_KEYS:
+            if isinstance(obj.get(key), nn.Module):
+                return Loaded(obj[key], None)
+        found = _find_state_dict(obj, ())
+        if found is not None:
+            sd, key_path = found
+            stripped, prefix = _strip_prefix(sd)
+            return Loaded(None, Checkpoint(stripped, obj, key_path, prefix))
+    raise BncheckError(f"{path} holds a {type(obj).__name__}, not a model or a state_dict")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (isinstance(obj, Mapping) and len(obj) > 0
+            and all(isinstance(k, str) for k in obj)
+            and all(isinstance(v, torch.Tensor) for v in obj.values()))
+
+
+def _find_state_dict(obj: Mapping[str, Any], path: tuple[str, ...]
+                     ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]] | None:
+    if _is_state_dict(obj):
+        return dict(obj), path
+    if len(path) >= 3:
+        return None
+    keys = [k for k in _NEST_KEYS if k in obj] + [k for k in obj if k not in _NEST_KEYS]
+    for k in keys:
+        v = obj[k]
+        if isinstance(v, Mapping):
+            found = _find_state_dict(v, (*path, k))
+            if found is not None:
+                return found
+    return None
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    prefix = ""
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if all(k.startswith(prefix + p) for k in sd):
+                prefix += p
+                changed = True
+    n = len(prefix)
+    return {k[n:]: v for k, v in sd.items()}, prefix
+
+
+def build_arch(spec: str, state_dict: Mapping[str, torch.Tensor], path: Path) -> nn.Module:
+    """Build ``package.module:factory`` (cwd importable) and load the weights strictly."""
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise BncheckError(f"--arch {spec!r}: expected package.module:factory")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise BncheckError(f"--arch {spec}: cannot import it ({e}); run from the folder that "
+                           "holds the package") from e
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise BncheckError(f"--arch {spec}: the factory returned {type(model).__name__}, "
+                           "not an nn.Module")
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        raise BncheckError(f"--arch {spec} does not match the weights in {path}: "
+                           f"{str(e).splitlines()[-1].strip()}") from e
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing {len(result.missing_keys)} key(s), e.g. "
+                         f"{', '.join(result.missing_keys[:3])}")
+        if result.unexpected_keys:
+            parts.append(f"unexpected {len(result.unexpected_keys)} key(s), e.g. "
+                         f"{', '.join(result.unexpected_keys[:3])}")
+        raise BncheckError(f"--arch {spec} does not match the weights in {path}: "
+                           f"{'; '.join(parts)}")
+    return model.eval()

@@ -1,0 +1,193 @@
+"""The torch backend: a torch nn.Module (eager, exported or state_dict + --arch) with taps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bncheck.backends.base import InputSpec, Model, PassResult, PopulationStats, TapFn
+from bncheck.backends.detect import ModelFormat
+from bncheck.backends.pytorch.export import save_pt2, to_onnx_proto
+from bncheck.backends.pytorch.layers import discover_module, discover_state_dict
+from bncheck.backends.pytorch.load import Checkpoint, build_arch, load_file
+from bncheck.backends.pytorch.passes import apply_pass
+from bncheck.core.layers import NormLayer
+from bncheck.core.options import Device, RewriteMode
+from bncheck.errors import BncheckError
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def resolve_device(device: Device) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a user error."""
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise BncheckError("--device cuda: no CUDA device is available here; use --device cpu")
+    if device is Device.CPU or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def load_torch_model(path: Path, fmt: ModelFormat, *, allow_pickle: bool, arch: str | None,
+                     device: Device) -> TorchModel:
+    """Load any PyTorch format; a bare state_dict becomes runnable only with ``arch``."""
+    loaded = load_file(path, fmt, allow_pickle=allow_pickle)
+    module = loaded.module
+    if arch is not None:
+        if loaded.checkpoint is None:
+            raise BncheckError(f"--arch is for bare state_dicts; {path} already holds a model")
+        module = build_arch(arch, loaded.checkpoint.state_dict, path)
+    return TorchModel(path, fmt, module, loaded.checkpoint, resolve_device(device))
+
+
+class TorchModel:
+    """A torch model; passes return new TorchModels and remember which modes were applied."""
+
+    backend = "torch"
+
+    def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
+                 checkpoint: Checkpoint | None, device: torch.device,
+                 modes: tuple[RewriteMode, ...] = ()) -> None:
+        self.path = path
+        self.format = fmt
+        self.module = None if module is None else module.to(device).eval()
+        self.checkpoint = checkpoint
+        self.device = device
+        self.modes = modes
+        self._ranks: dict[str, int] = {}
+        self._input_shapes: list[tuple[int, ...]] = []
+
+    def layers(self) -> list[NormLayer]:
+        """Layers of the module, or of the state_dict when there is no architecture."""
+        if self.module is not None:
+            return discover_module(self.module)
+        assert self.checkpoint is not None
+        return discover_state_dict(self.checkpoint.state_dict)
+
+    def runnable(self, example: Sequence[np.ndarray] | None) -> Model:
+        """Self, or the ONNX form of a TorchScript archive (hooks do not reach scripted code)."""
+        if self.module is None:
+            raise BncheckError(
+                f"{self.path} is a bare state_dict: bncheck needs the architecture to run it. "
+                "Pass --arch package.module:factory (run from the folder that holds the package)"
+            )
+        if isinstance(self.module, torch.jit.ScriptModule):
+            if example is None:
+                raise BncheckError(f"{self.path} is TorchScript; give --data so bncheck can "
+                                   "trace it to ONNX")
+            from bncheck.backends.onnxrt.model import OnnxModel
+
+            proto = to_onnx_proto(self.module, self._tensors(example), _input_names(len(example)))
+            return OnnxModel(proto, self.path, fmt=self.format)
+        if example is not None:
+            self._input_shapes = [tuple(a.shape[1:]) for a in example]
+        return self
+
+    def inputs(self) -> list[InputSpec]:
+        """Shapes seen so far (torch modules do not declare theirs)."""
+        names = _input_names(len(self._input_shapes))
+        return [InputSpec(n, (None, *s)) for n, s in zip(names, self._input_shapes, strict=True)]
+
+    def _tensors(self, batch: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in batch]
+
+    def run(self, batch: Sequence[np.ndarray], taps: Sequence[str] = (),
+            on_tap: TapFn | None = None) -> np.ndarray:
+        """Forward one batch under no_grad; pre-hooks hand each tapped layer's input over."""
+        assert self.module is not None
+        handles = []
+        for name in taps:
+            handles.append(self.module.get_submodule(name).register_forward_pre_hook(
+                self._hook(name, on_tap)))
+        try:
+            with torch.no_grad():
+                out = self.module(*self._tensors(batch))
+        finally:
+            for h in handles:
+                h.remove()
+        return _flatten(out, batch[0].shape[0])
+
+    def _hook(self, name: str, on_tap: TapFn | None):  # type: ignore[no-untyped-def]
+        def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0]
+            self._ranks[name] = x.dim()
+            if on_tap is not None:
+                on_tap(name, x.detach().float().cpu().numpy())
+
+        return hook
+
+    def apply(self, mode: RewriteMode, stats: PopulationStats | None = None) -> PassResult:
+        """Apply one pass to a copy of the module."""
+        assert self.module is not None
+        module, notes = apply_pass(self.module, mode, stats, self._ranks)
+        new = TorchModel(self.path, self.format, module, self.checkpoint, self.device,
+                         (*self.modes, mode))
+        new._ranks = dict(self._ranks)
+        new._input_shapes = list(self._input_shapes)
+        return PassResult(new, notes)
+
+    def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
+        """Write by suffix: .onnx, .pt2, or a checkpoint shaped like the input file."""
+        assert self.module is not None
+        suffix = path.suffix.lower()
+        module = self.module.to("cpu").eval()
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
+        try:
+            if suffix == ".onnx":
+                import onnx
+
+                onnx.save(to_onnx_proto(module, tensors, _input_names(len(tensors))), str(path))
+            elif suffix == ".pt2":
+                save_pt2(module, tensors, path)
+            elif suffix in (*_CHECKPOINT_SUFFIXES, ".safetensors"):
+                self._save_checkpoint(module, path)
+            else:
+                raise BncheckError(f"{path}: unknown output suffix {suffix!r}; use .onnx, .pt2, "
+                                   ".pt/.pth or .safetensors")
+        finally:
+            self.module.to(self.device)
+
+    def _save_checkpoint(self, module: nn.Module, path: Path) -> None:
+        kept = all(m is RewriteMode.RECALIBRATE for m in self.modes)
+        if not kept:
+            raise BncheckError(
+                f"{path}: a checkpoint keeps the original architecture, which "
+                f"{'/'.join(m.value for m in self.modes)} changes; write .onnx or .pt2 instead"
+            )
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        if path.suffix.lower() == ".safetensors":
+            if self.format is not ModelFormat.SAFETENSORS:
+                raise BncheckError(f"{path}: .safetensors output needs a .safetensors input; "
+                                   "use .pt/.pth")
+            from safetensors.torch import save_file
+
+            assert self.checkpoint is not None
+            save_file({k: t.contiguous() for k, t in self.checkpoint.rebuilt(state).items()},
+                      str(path))
+        elif self.checkpoint is not None:
+            torch.save(self.checkpoint.rebuilt(state), str(path))
+        elif self.format is ModelFormat.TORCH_SAVE:
+            torch.save(module, str(path))  # the input was a pickled module; keep it one
+        else:
+            raise BncheckError(f"{path}: a {self.format.value} input cannot become a .pt "
+                               "checkpoint; write .pt2 or .onnx instead")
+
+
+
+def _input_names(n: int) -> list[str]:
+    return ["input"] if n == 1 else [f"input_{i}" for i in range(n)]
+
+
+def _flatten(out: object, n: int) -> np.ndarray:
+    if isinstance(out, torch.Tensor):
+        parts = [out]
+    elif isinstance(out, (tuple, list)):
+        parts = [t for t in out if isinstance(t, torch.Tensor)]
+    elif isinstance(out, dict):
+        parts = [t for t in out.values() if isinstance(t, torch.Tensor)]
+    else:
+        raise BncheckError(f"the model returned {type(out).__name__}; bncheck needs tensors")
+    return np.concatenate([p.detach().float().cpu().numpy().reshape(n, -1) for p in parts], axis=1)

@@ -1,0 +1,71 @@
+"""Modules that stand in for normalization layers after a rewrite, in plain exportable ops."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def _shape(x: torch.Tensor) -> tuple[int, ...]:
+    return (1, -1) + (1,) * (x.dim() - 2)
+
+
+class StatNorm(nn.Module):
+    """Normalizes with statistics of its own input: per batch, or per sample (instance norm).
+
+    Written with mean/sub/mul/sqrt so that the ONNX export is portable (no training-mode
+    BatchNormalization, which onnxruntime's CUDA provider does not run at opset >= 14). With
+    ``keep_2d``, an (N, C) input has no spatial dims and keeps using the running stats.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                 running_var: torch.Tensor, eps: float, per_sample: bool, keep_2d: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.register_buffer("running_mean", running_mean.detach().clone())
+        self.register_buffer("running_var", running_var.detach().clone())
+        self.eps = eps
+        self.per_sample = per_sample
+        self.keep_2d = keep_2d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize ``x`` (N, C, *spatial)."""
+        if x.dim() == 2 and self.keep_2d:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        dims = tuple(range(2, x.dim())) if self.per_sample else (0, *range(2, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        centered = x - mean
+        var = (centered * centered).mean(dims, keepdim=True)
+        shape = _shape(x)
+        return centered / torch.sqrt(var + self.eps) * self.weight.view(shape) + \
+            self.bias.view(shape)
+
+
+class ScaleShift(nn.Module):
+    """A folded BatchNorm that had no op to fold into: ``x * scale + shift`` per channel."""
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the per-channel affine map."""
+        shape = _shape(x)
+        return x * self.scale.view(shape) + self.shift.view(shape)
+
+
+class ExportedBatchNorm(_BatchNorm):
+    """A BatchNorm rebuilt from a torch.export graph node; accepts any input rank."""
+
+    def __init__(self, num_features: int, eps: float, momentum: float | None,
+                 original: str) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.original = original
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        """Any rank >= 2 is valid: the exported graph already fixed it."""

@@ -1,0 +1,216 @@
+"""Rewrite passes over a torch module. Each works on a deep copy and returns it with notes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from bncheck.backends.pytorch.layers import family_of, is_frozen_bn
+from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
+from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
+from bncheck.core.layers import Family
+from bncheck.core.moments import Moments
+from bncheck.core.options import RewriteMode
+from bncheck.errors import BncheckError
+
+Stats = Mapping[str, Moments]
+
+_FOLD_MODULES: dict[type[nn.Module], FoldTarget] = {
+    nn.Conv1d: FoldTarget.CONV, nn.Conv2d: FoldTarget.CONV, nn.Conv3d: FoldTarget.CONV,
+    nn.ConvTranspose1d: FoldTarget.CONV_TRANSPOSE, nn.ConvTranspose2d: FoldTarget.CONV_TRANSPOSE,
+    nn.ConvTranspose3d: FoldTarget.CONV_TRANSPOSE, nn.Linear: FoldTarget.LINEAR,
+}
+_FOLD_FUNCTIONS = {
+    torch.ops.aten.conv1d.default: (FoldTarget.CONV, 6),
+    torch.ops.aten.conv2d.default: (FoldTarget.CONV, 6),
+    torch.ops.aten.conv3d.default: (FoldTarget.CONV, 6),
+    torch.ops.aten.linear.default: (FoldTarget.LINEAR, None),
+    torch.ops.aten.conv_transpose1d.default: (FoldTarget.CONV_TRANSPOSE, 6),
+    torch.ops.aten.conv_transpose2d.input: (FoldTarget.CONV_TRANSPOSE, 6),
+    torch.ops.aten.conv_transpose3d.input: (FoldTarget.CONV_TRANSPOSE, 6),
+}
+
+
+def stat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Layers whose eval behaviour uses stored statistics that training did not."""
+    out = []
+    for name, m in model.named_modules():
+        family = family_of(m)
+        if family not in (Family.BATCH, Family.INSTANCE) or is_frozen_bn(m):
+            continue
+        if getattr(m, "running_mean", None) is None:
+            continue  # track_running_stats=False: already batch statistics at inference
+        out.append((name, m))
+    return out
+
+
+def apply_pass(model: nn.Module, mode: RewriteMode, stats: Stats | None,
+               ranks: Mapping[str, int]) -> tuple[nn.Module, list[str]]:
+    """Apply ``mode`` to a deep copy of ``model``."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise AssertionError("TorchScript is rewritten through its ONNX form")
+    new = copy.deepcopy(model).eval()
+    if mode is RewriteMode.RECALIBRATE:
+        return new, _recalibrate(new, stats)
+    if mode is RewriteMode.FOLD:
+        return _fold(new)
+    notes = []
+    for name, m in stat_layers(new):
+        rank = ranks.get(name)
+        per_sample = mode is RewriteMode.INSTANCE_NORM or family_of(m) is Family.INSTANCE
+        keep_2d = mode is not RewriteMode.REFERENCE
+        if rank == 2 and keep_2d:
+            notes.append(f"{name}: input (N, C) has no spatial dims; kept on running stats")
+        new.set_submodule(name, _stat_norm(m, per_sample, keep_2d))
+    return new, notes
+
+
+def _stat_norm(m: nn.Module, per_sample: bool, keep_2d: bool) -> StatNorm:
+    rm, rv = m.running_mean, m.running_var
+    w = m.weight if getattr(m, "weight", None) is not None else torch.ones_like(rm)
+    b = m.bias if getattr(m, "bias", None) is not None else torch.zeros_like(rm)
+    return StatNorm(w, b, rm, rv, float(m.eps), per_sample, keep_2d)
+
+
+def _recalibrate(model: nn.Module, stats: Stats | None) -> list[str]:
+    notes = []
+    for name, m in stat_layers(model):
+        if stats is None or name not in stats:
+            notes.append(f"{name}: no sample statistics reached this layer; kept its running stats")
+            continue
+        # torch stores the unbiased variance in running_var.
+        mean, var_unbiased = stats[name].mean, stats[name].var_unbiased
+        assert mean is not None
+        old = m.running_mean.detach().double().cpu().numpy()
+        with torch.no_grad():
+            m.running_mean.copy_(torch.from_numpy(mean))
+            m.running_var.copy_(torch.from_numpy(var_unbiased))
+        notes.append(f"{name}: running stats re-estimated (max |mean shift| "
+                     f"{float(np.abs(mean - old).max()):.3g})")
+    return notes
+
+
+def _check_foldable(name: str, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    def arr(t: torch.Tensor | None, fill: float) -> np.ndarray:
+        if t is None:
+            return np.full(m.running_mean.numel(), fill)
+        return t.detach().double().cpu().numpy().reshape(-1)
+
+    gamma, beta = arr(getattr(m, "weight", None), 1.0), arr(getattr(m, "bias", None), 0.0)
+    mean, var = arr(m.running_mean, 0.0), arr(m.running_var, 1.0)
+    if not all(np.isfinite(a).all() for a in (gamma, beta, mean, var)) or (var < 0).any():
+        raise BncheckError(f"cannot fold layer {name}: its statistics are NaN/Inf or negative; "
+                           "recalibrate first (--mode recalibrate,fold)")
+    return bn_scale_shift(gamma, beta, mean, var, float(m.eps))
+
+
+def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    bns = [(n, m) for n, m in model.named_modules()
+           if family_of(m) is Family.BATCH and getattr(m, "running_mean", None) is not None]
+    if not bns:
+        return model, []
+    try:
+        gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
+    except Exception as e:  # tracing fails on data-dependent control flow
+        notes = [f"model is not traceable ({type(e).__name__}); every BatchNorm became a "
+                 "per-channel scale and shift"]
+        for name, m in bns:
+            scale, shift = _check_foldable(name, m)
+            model.set_submodule(name, _scale_shift(scale, shift, m.running_mean))
+        return model, notes
+    notes = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        m = gm.get_submodule(node.target)
+        if family_of(m) is not Family.BATCH or getattr(m, "running_mean", None) is None:
+            continue
+        scale, shift = _check_foldable(node.target, m)
+        prev = node.args[0]
+        if isinstance(prev, fx.Node) and len(prev.users) == 1 and _fold_into(gm, prev, scale, shift):
+            node.replace_all_uses_with(prev)
+            gm.graph.erase_node(node)
+            gm.set_submodule(node.target, nn.Identity())
+            notes.append(f"{node.target}: folded into {prev.target if prev.op == 'call_module' else prev.name}")
+        else:
+            gm.set_submodule(node.target, _scale_shift(scale, shift, m.running_mean))
+            notes.append(f"{node.target}: follows no foldable op; became a per-channel scale "
+                         "and shift")
+    gm.graph.lint()
+    gm.recompile()
+    return gm, notes
+
+
+def _scale_shift(scale: np.ndarray, shift: np.ndarray, like: torch.Tensor) -> ScaleShift:
+    return ScaleShift(torch.from_numpy(scale).to(like.dtype), torch.from_numpy(shift).to(like.dtype))
+
+
+def _fold_into(gm: fx.GraphModule, prev: fx.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    if prev.op == "call_module":
+        mod = gm.get_submodule(str(prev.target))
+        target = _FOLD_MODULES.get(type(mod))
+        if target is None:
+            return False
+        w, b = fold_weights(target, _np(mod.weight), None if mod.bias is None else _np(mod.bias),
+                            scale, shift, getattr(mod, "groups", 1))
+        mod.weight = nn.Parameter(torch.from_numpy(w).to(mod.weight.dtype))
+        mod.bias = nn.Parameter(torch.from_numpy(b).to(mod.weight.dtype))
+        return True
+    if prev.op == "call_function" and prev.target in _FOLD_FUNCTIONS:
+        return _fold_into_function(gm, prev, scale, shift)
+    return False
+
+
+def _fold_into_function(gm: fx.GraphModule, prev: fx.Node, scale: np.ndarray,
+                        shift: np.ndarray) -> bool:
+    # torch.export graphs call aten ops with weights read by get_attr nodes.
+    target, groups_at = _FOLD_FUNCTIONS[prev.target]  # type: ignore[index]
+    args = list(prev.args)
+    w_node = args[1]
+    b_node = args[2] if len(args) > 2 else None
+    if not isinstance(w_node, fx.Node) or w_node.op != "get_attr":
+        return False
+    if b_node is not None and (not isinstance(b_node, fx.Node) or b_node.op != "get_attr"):
+        return False
+    groups = int(args[groups_at]) if groups_at is not None and len(args) > groups_at else 1  # type: ignore[arg-type]
+    weight = _get_attr(gm, str(w_node.target))
+    bias = None if b_node is None else _get_attr(gm, str(b_node.target))
+    w, b = fold_weights(target, _np(weight), None if bias is None else _np(bias), scale, shift,
+                        groups)
+    w_name = _fresh_attr(gm, str(w_node.target).replace(".", "_") + "_folded")
+    b_name = _fresh_attr(gm, str(w_node.target).replace(".", "_") + "_bias_folded")
+    gm.register_buffer(w_name, torch.from_numpy(w).to(weight.dtype))
+    gm.register_buffer(b_name, torch.from_numpy(b).to(weight.dtype))
+    with gm.graph.inserting_before(prev):
+        args[1] = gm.graph.get_attr(w_name)
+        b_new = gm.graph.get_attr(b_name)
+    while len(args) < 3:
+        args.append(None)
+    args[2] = b_new
+    prev.args = tuple(args)
+    return True
+
+
+def _get_attr(gm: nn.Module, target: str) -> torch.Tensor:
+    obj: object = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    assert isinstance(obj, torch.Tensor)
+    return obj
+
+
+def _fresh_attr(gm: nn.Module, base: str) -> str:
+    name, k = base, 1
+    while hasattr(gm, name):
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+

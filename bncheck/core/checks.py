@@ -1,0 +1,125 @@
+"""Data-free checks: problems visible from a layer's stored statistics and hyper-parameters alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bncheck.core.findings import Finding
+from bncheck.core.layers import Family, NormLayer
+from bncheck.core.options import Severity
+
+# eps of 1e-5 (torch) and 1e-3 (Keras/TF) are both normal; outside this band it is usually a bug,
+# most often BatchNorm2d(C, 0.8) where 0.8 was meant as momentum.
+EPS_HIGH = 1e-2
+EPS_LOW = 1e-8
+# Momentum (torch convention) outside this band makes the running average either frozen or noisy.
+MOMENTUM_LOW = 1e-3
+MOMENTUM_HIGH = 0.5
+INIT_TOL = 1e-6
+
+
+def check_layers(layers: list[NormLayer], *, model_is_onnx: bool) -> list[Finding]:
+    """Run every data-free check over ``layers`` and return the findings (unsorted)."""
+    findings: list[Finding] = []
+    for layer in layers:
+        findings.extend(_check_layer(layer))
+    if not layers:
+        findings.append(_no_layers_finding(model_is_onnx))
+    return findings
+
+
+def _no_layers_finding(model_is_onnx: bool) -> Finding:
+    if model_is_onnx:
+        return Finding(
+            "",
+            Severity.WARN,
+            "no-norm-layers",
+            "no normalization layer in this ONNX graph; BatchNorm was probably folded into Conv at "
+            "export. To keep it, export with torch.onnx.export(..., do_constant_folding=False, "
+            "training=torch.onnx.TrainingMode.PRESERVE).",
+        )
+    return Finding("", Severity.INFO, "no-norm-layers", "no normalization layer in this model")
+
+
+def _check_layer(layer: NormLayer) -> list[Finding]:
+    out: list[Finding] = []
+    name = layer.name
+    out.extend(_nonfinite(layer))
+    rv = layer.running_var
+    rm = layer.running_mean
+    if rv is not None and (rv < 0).any():
+        n = int((rv < 0).sum())
+        out.append(Finding(name, Severity.ERROR, "negative-var",
+                           f"running_var is negative in {n} of {rv.size} channels"))
+    if layer.family is Family.INSTANCE and layer.tracks_running_stats:
+        out.append(Finding(name, Severity.INFO, "instance-norm-running-stats",
+                           "InstanceNorm tracks running stats: in eval mode it uses them instead of "
+                           "per-sample statistics"))
+    if layer.family is Family.BATCH and not layer.tracks_running_stats:
+        out.append(Finding(name, Severity.INFO, "no-running-stats",
+                           "track_running_stats=False: already uses batch statistics at inference"))
+    if rm is not None and rv is not None and rm.size and _at_init(rm, rv):
+        out.append(Finding(name, Severity.WARN, "stats-at-init",
+                           "running stats are still at their initial values (mean 0, var 1): they "
+                           "were probably never updated; recalibrate on representative data"))
+    out.extend(_eps_findings(layer))
+    out.extend(_momentum_findings(layer))
+    return out
+
+
+def _nonfinite(layer: NormLayer) -> list[Finding]:
+    out = []
+    for label, arr in (("running_mean", layer.running_mean), ("running_var", layer.running_var),
+                       ("weight", layer.weight), ("bias", layer.bias)):
+        if arr is not None and not np.isfinite(arr).all():
+            n = int((~np.isfinite(arr)).sum())
+            out.append(Finding(layer.name, Severity.ERROR, "nonfinite",
+                               f"{label} has {n} NaN/Inf value(s) of {arr.size}"))
+    return out
+
+
+def _at_init(rm: np.ndarray, rv: np.ndarray) -> bool:
+    return bool(np.all(np.abs(rm) <= INIT_TOL) and np.all(np.abs(rv - 1.0) <= INIT_TOL))
+
+
+def _eps_findings(layer: NormLayer) -> list[Finding]:
+    out = []
+    eps = layer.eps
+    if eps is None:
+        return out
+    if eps >= EPS_HIGH or eps <= EPS_LOW:
+        hint = " (BatchNorm2d(C, 0.8) sets eps, not momentum)" if eps >= EPS_HIGH else ""
+        out.append(Finding(layer.name, Severity.WARN, "unusual-eps",
+                           f"eps={eps:g} is far from the usual 1e-5..1e-3{hint}"))
+    rv = layer.running_var
+    if rv is not None and rv.size and layer.uses_running_stats:
+        finite = np.isfinite(rv)
+        small = finite & (rv >= 0) & (rv < eps)
+        w = layer.weight
+        dead = small & (np.abs(w) < 1e-6) if w is not None else np.zeros_like(small)
+        live_small = small & ~dead
+        if live_small.any():
+            n = int(live_small.sum())
+            sev = Severity.WARN if n > rv.size // 4 else Severity.INFO
+            out.append(Finding(layer.name, sev, "eps-dominates",
+                               f"running_var < eps in {n} of {rv.size} channels: eps, not the data, "
+                               "sets their scale"))
+        if dead.any():
+            n = int(dead.sum())
+            sev = Severity.WARN if n > rv.size // 4 else Severity.INFO
+            out.append(Finding(layer.name, sev, "dead-channels",
+                               f"{n} of {rv.size} channels are dead (|gamma|~0 and var~0)"))
+    return out
+
+
+def _momentum_findings(layer: NormLayer) -> list[Finding]:
+    m = layer.momentum
+    if m is None or not layer.uses_running_stats:
+        return []
+    if m == 0.0:
+        return [Finding(layer.name, Severity.WARN, "momentum-zero",
+                        "momentum=0: running stats never move from their initial values")]
+    if m < MOMENTUM_LOW or m > MOMENTUM_HIGH:
+        return [Finding(layer.name, Severity.WARN, "unusual-momentum",
+                        f"momentum={m:g} (torch convention) is unusual; 0.01..0.1 is typical")]
+    return []

@@ -1,0 +1,83 @@
+"""Backend-neutral description of a normalization layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+
+class Family(StrEnum):
+    """What a layer normalizes over; only BATCH (and INSTANCE with running stats) depend on the batch."""
+
+    BATCH = "batch"
+    INSTANCE = "instance"
+    GROUP = "group"
+    LAYER = "layer"
+    RMS = "rms"
+
+
+@dataclass(frozen=True)
+class NormLayer:
+    """One normalization layer as found in a model, with its statistics as float64 arrays.
+
+    ``momentum`` always uses torch's convention (weight of the new batch); ``None`` with
+    ``momentum_note == "cumulative"`` means a cumulative average, and ``None`` with
+    ``momentum_note == "unknown"`` means the file does not say (a bare state_dict).
+    """
+
+    name: str
+    kind: str
+    family: Family
+    channels: int | None
+    eps: float | None
+    momentum: float | None
+    momentum_note: str
+    affine: bool
+    tracks_running_stats: bool
+    running_mean: np.ndarray | None = None
+    running_var: np.ndarray | None = None
+    num_batches_tracked: int | None = None
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+    @property
+    def uses_running_stats(self) -> bool:
+        """True when inference normalizes with stored statistics, i.e. eval can differ from training."""
+        return (
+            self.family in (Family.BATCH, Family.INSTANCE)
+            and self.tracks_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready summary (ranges, not full arrays)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "family": self.family.value,
+            "channels": self.channels,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "momentum_note": self.momentum_note,
+            "affine": self.affine,
+            "track_running_stats": self.tracks_running_stats,
+            "num_batches_tracked": self.num_batches_tracked,
+            "running_mean": _range(self.running_mean),
+            "running_var": _range(self.running_var),
+        }
+
+
+def _range(a: np.ndarray | None) -> list[float] | None:
+    if a is None or a.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        return [float(np.nanmin(a)) if np.isfinite(a).any() else float("nan"),
+                float(np.nanmax(a)) if np.isfinite(a).any() else float("nan")]
+
+
+def momentum_from_onnx(onnx_momentum: float) -> float:
+    """ONNX keeps ``running = m * running + (1 - m) * batch``; torch's momentum is ``1 - m``."""
+    return 1.0 - onnx_momentum

@@ -1,0 +1,56 @@
+"""Option vocabularies shared by the CLI, the core and the backends."""
+
+from enum import StrEnum
+
+
+class OutputFormat(StrEnum):
+    """How a report is written to stdout."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class Severity(StrEnum):
+    """Severity of a finding, ordered info < warn < error."""
+
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        """Position in the order info < warn < error."""
+        return ("info", "warn", "error").index(self.value)
+
+
+class FailOn(StrEnum):
+    """The lowest severity that makes the process exit 1."""
+
+    WARN = "warn"
+    ERROR = "error"
+
+
+class RewriteMode(StrEnum):
+    """A rewrite pass. REFERENCE is internal: the network as trained (batch statistics everywhere)."""
+
+    RECALIBRATE = "recalibrate"
+    BATCH_STATS = "batch-stats"
+    INSTANCE_NORM = "instance-norm"
+    FOLD = "fold"
+    REFERENCE = "reference"
+
+
+USER_MODES = (
+    RewriteMode.RECALIBRATE,
+    RewriteMode.BATCH_STATS,
+    RewriteMode.INSTANCE_NORM,
+    RewriteMode.FOLD,
+)
+
+
+class Device(StrEnum):
+    """Where torch models run."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    AUTO = "auto"

@@ -35,6 +35,10 @@ def layer_name(node: onnx.NodeProto, index: int) -> str:
         for suf in suffixes:
             if inp.endswith(suf):
                 return inp[: -len(suf)]
+    # torch's exporter names nodes after the module scope: "/features/features.1/Op".
+    parts = node.name.split("/")
+    if node.name.startswith("/") and len(parts) >= 3 and parts[-2]:
+        return parts[-2]
     return node.name or f"{node.op_type}_{index}"
 
 

@@ -144,6 +144,10 @@ class OnnxModel:
         proto, notes = apply_pass(base, mode, self._input_ranks(), stats)
         new = OnnxModel(proto, self.path, self.device, self.format)
         new._ranks = dict(self._ranks)
+        # Replaced layers still read the same input tensor; keep tapping them by name.
+        tensors = {i for n in proto.graph.node for i in n.input}
+        known = {r.name for r in new._refs}
+        new._refs += [r for r in self._refs if r.name not in known and r.input in tensors]
         return PassResult(new, notes)
 
     @property

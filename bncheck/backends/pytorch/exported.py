@@ -15,12 +15,27 @@ _BN_OPS = {
 }
 
 
+def example_shapes(ep: torch.export.ExportedProgram) -> list[tuple[int, ...]]:
+    """Per-sample input shapes the program was exported with."""
+    args = ep.example_inputs[0] if ep.example_inputs else ()
+    return [tuple(a.shape[1:]) for a in args if isinstance(a, torch.Tensor)]
+
+
 def module_from_exported(ep: torch.export.ExportedProgram) -> fx.GraphModule:
-    """An eval-mode GraphModule whose BatchNorms are real submodules named as in the source."""
+    """An eval-mode GraphModule whose normalization layers are real submodules named as in the
+    source, so that hooks, train/eval switching and module swaps work as on eager models."""
     gm = ep.module()
     used: set[str] = set()
     for node in list(gm.graph.nodes):
-        if node.op != "call_function" or node.target not in _BN_OPS:
+        if node.op != "call_function":
+            continue
+        if node.target in _OTHER_NORMS:
+            path, cls = _module_path(node, used)
+            module, x = _OTHER_NORMS[node.target](gm, node)
+            module.original = cls  # type: ignore[assignment]
+            _swap(gm, node, path, module, x)
+            continue
+        if node.target not in _BN_OPS:
             continue
         path, cls = _module_path(node, used)
         x, w, b, rm, rv = node.args[:5]
@@ -36,15 +51,78 @@ def module_from_exported(ep: torch.export.ExportedProgram) -> fx.GraphModule:
                 bn.weight.copy_(weight)
             if bias is not None:
                 bn.bias.copy_(bias)
-        _set_module(gm, path, bn)
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(path, (x,))
-        _replace_uses(node, new)
-        gm.graph.erase_node(node)
+        _swap(gm, node, path, bn, x)
     gm.graph.eliminate_dead_code()
     # ep.module() refuses train()/eval(); a plain GraphModule over the same graph allows them.
     plain = fx.GraphModule(gm, gm.graph)
     return plain.eval()
+
+
+def _swap(gm: fx.GraphModule, node: fx.Node, path: str, module: nn.Module, x: object) -> None:
+    _set_module(gm, path, module)
+    with gm.graph.inserting_before(node):
+        new = gm.graph.call_module(path, (x,))
+    _replace_uses(node, new)
+    gm.graph.erase_node(node)
+
+
+def _copy_affine(gm: fx.GraphModule, module: nn.Module, w: object, b: object) -> None:
+    weight, bias = _attr(gm, w), _attr(gm, b)
+    with torch.no_grad():
+        if weight is not None and getattr(module, "weight", None) is not None:
+            module.weight.copy_(weight)
+        if bias is not None and getattr(module, "bias", None) is not None:
+            module.bias.copy_(bias)
+
+
+def _group_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object]:
+    x, groups, w, b, eps = node.args[:5]
+    weight = _attr(gm, w)
+    channels = weight.numel() if weight is not None else int(groups)  # type: ignore[call-overload]
+    m = nn.GroupNorm(int(groups), channels, float(eps), affine=weight is not None)  # type: ignore[call-overload, arg-type]
+    _copy_affine(gm, m, w, b)
+    return m, x
+
+
+def _layer_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object]:
+    x, shape, w, b = node.args[:4]
+    eps = float(node.args[4]) if len(node.args) > 4 else 1e-5  # type: ignore[arg-type]
+    m = nn.LayerNorm(list(shape), eps, elementwise_affine=w is not None)  # type: ignore[arg-type]
+    _copy_affine(gm, m, w, b)
+    return m, x
+
+
+def _instance_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object]:
+    x, w, b, rm, rv, _use_input_stats, momentum, eps = node.args[:8]
+    mean = _attr(gm, rm)
+    weight = _attr(gm, w)
+    c = mean.numel() if mean is not None else weight.numel() if weight is not None else 0
+    m = _AnyInstanceNorm(c, float(eps), float(momentum), affine=weight is not None,  # type: ignore[arg-type]
+                         track_running_stats=mean is not None)
+    _copy_affine(gm, m, w, b)
+    var = _attr(gm, rv)
+    if mean is not None and var is not None:
+        with torch.no_grad():
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+    return m, x
+
+
+class _AnyInstanceNorm(nn.modules.instancenorm._InstanceNorm):
+    """InstanceNorm rebuilt from an exported node; the rank was fixed at export."""
+
+    def _get_no_batch_dim(self) -> int:
+        return 2
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        """Any rank is valid."""
+
+
+_OTHER_NORMS = {
+    torch.ops.aten.group_norm.default: _group_norm,
+    torch.ops.aten.layer_norm.default: _layer_norm,
+    torch.ops.aten.instance_norm.default: _instance_norm,
+}
 
 
 def _module_path(node: fx.Node, used: set[str]) -> tuple[str, str]:

@@ -54,7 +54,7 @@ class Loaded:
 
     module: nn.Module | None
     checkpoint: Checkpoint | None
-    exported: bool = False
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
 
 def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
@@ -67,7 +67,7 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
         except Exception as e:  # jit raises RuntimeError variants for damaged archives
             raise _damaged(path, e) from e
     if fmt is ModelFormat.EXPORTED_PROGRAM:
-        from bncheck.backends.pytorch.exported import module_from_exported
+        from bncheck.backends.pytorch.exported import example_shapes, module_from_exported
 
         try:
             with warnings.catch_warnings():
@@ -75,7 +75,7 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
                 ep = torch.export.load(str(path))
         except Exception as e:  # serialization errors have many types
             raise _damaged(path, e) from e
-        return Loaded(module_from_exported(ep), None, exported=True)
+        return Loaded(module_from_exported(ep), None, example_shapes(ep))
     return _from_object(path, _torch_load(path, allow_pickle))
 
 
@@ -113,6 +113,7 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
             ) from e
     except Exception as e:  # EOFError, RuntimeError from the zip reader, ...
         raise _damaged(path, e) from e
+    _cwd_importable()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -172,13 +173,18 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return {k[n:]: v for k, v in sd.items()}, prefix
 
 
+def _cwd_importable() -> None:
+    """Model code named by --arch or by a pickle lives next to the user, as with ``python -m``."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def build_arch(spec: str, state_dict: Mapping[str, torch.Tensor], path: Path) -> nn.Module:
     """Build ``package.module:factory`` (cwd importable) and load the weights strictly."""
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
         raise BncheckError(f"--arch {spec!r}: expected package.module:factory")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _cwd_importable()
     try:
         factory = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:

@@ -40,7 +40,9 @@ def load_torch_model(path: Path, fmt: ModelFormat, *, allow_pickle: bool, arch: 
         if loaded.checkpoint is None:
             raise BncheckError(f"--arch is for bare state_dicts; {path} already holds a model")
         module = build_arch(arch, loaded.checkpoint.state_dict, path)
-    return TorchModel(path, fmt, module, loaded.checkpoint, resolve_device(device))
+    model = TorchModel(path, fmt, module, loaded.checkpoint, resolve_device(device))
+    model._input_shapes = loaded.input_shapes
+    return model
 
 
 class TorchModel:
@@ -87,9 +89,18 @@ class TorchModel:
         return self
 
     def inputs(self) -> list[InputSpec]:
-        """Shapes seen so far (torch modules do not declare theirs)."""
-        names = _input_names(len(self._input_shapes))
-        return [InputSpec(n, (None, *s)) for n, s in zip(names, self._input_shapes, strict=True)]
+        """Input shapes: exported or seen so far; else channels read off the first conv."""
+        if self._input_shapes:
+            names = _input_names(len(self._input_shapes))
+            return [InputSpec(n, (None, *s))
+                    for n, s in zip(names, self._input_shapes, strict=True)]
+        if self.module is None:
+            return []
+        for m in self.module.modules():
+            if isinstance(m, nn.modules.conv._ConvNd):
+                rank = {nn.Conv1d: 1, nn.Conv3d: 3}.get(type(m), 2)  # type: ignore[call-overload]
+                return [InputSpec("input", (None, m.in_channels, *(None,) * rank))]
+        return []
 
     def _tensors(self, batch: Sequence[np.ndarray]) -> list[torch.Tensor]:
         return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in batch]
@@ -105,6 +116,10 @@ class TorchModel:
         try:
             with torch.no_grad():
                 out = self.module(*self._tensors(batch))
+        except (RuntimeError, AssertionError, ValueError) as e:
+            shapes = ", ".join(str(tuple(a.shape)) for a in batch)
+            raise BncheckError(f"{self.path}: the model rejected input of shape {shapes}: "
+                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         finally:
             for h in handles:
                 h.remove()

@@ -1,0 +1,50 @@
+"""The bncheck command line: three thin commands behind one error boundary."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from bncheck.cli.compare_cmd import compare
+from bncheck.cli.inspect_cmd import inspect
+from bncheck.cli.rewrite_cmd import rewrite
+from bncheck.errors import BncheckError
+
+
+class _ErrorBoundary(TyperGroup):
+    """User errors become one line on stderr and exit 2; bugs stay tracebacks."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        """Run the command, translating BncheckError."""
+        try:
+            return super().invoke(ctx)
+        except BncheckError as e:
+            if os.environ.get("BNCHECK_DEBUG") == "1":
+                raise
+            typer.echo(f"bncheck: error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_ErrorBoundary,
+    name="bncheck",
+    help="Find and fix BatchNorm train/eval mismatches in PyTorch and ONNX models.\n\n"
+         "  bncheck inspect model.pt\n\n"
+         "  bncheck compare model.pt --data samples/\n\n"
+         "  bncheck rewrite model.pt --mode instance-norm -o fixed.onnx --data samples/",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("inspect")(inspect)
+app.command("compare")(compare)
+app.command("rewrite")(rewrite)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

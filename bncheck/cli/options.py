@@ -1,0 +1,47 @@
+"""Option aliases shared by the commands (typer ``Annotated`` style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bncheck.core.options import Device, FailOn, OutputFormat
+
+ModelArg = Annotated[Path, typer.Argument(
+    help="Model file: .onnx, TorchScript, torch.export .pt2, state_dict/checkpoint (.pt/.pth), "
+         ".safetensors, or a pickled nn.Module (with --allow-pickle).",
+    show_default=False)]
+ArchOpt = Annotated[str | None, typer.Option(
+    "--arch", metavar="MOD:FN",
+    help="Build the architecture for a bare state_dict with package.module:factory "
+         "(the current directory is importable).")]
+AllowPickleOpt = Annotated[bool, typer.Option(
+    "--allow-pickle", help="Allow loading a fully pickled model. Unpickling runs code from the "
+                           "file: only for files you trust.")]
+FormatOpt = Annotated[OutputFormat, typer.Option(
+    "--format", help="text for people, json for machines (one document on stdout).")]
+FailOnOpt = Annotated[FailOn, typer.Option(
+    "--fail-on", help="Exit 1 when a finding is at or above this severity.")]
+DeviceOpt = Annotated[Device, typer.Option(
+    "--device", help="Where torch models run (ONNX uses the CUDA provider when present).")]
+DataOpt = Annotated[Path, typer.Option(
+    "--data", metavar="PATH", show_default=False,
+    help="Sample inputs: .npy, .npz (one array per input name), a torch.save'd tensor, or a "
+         "folder of images.")]
+OptionalDataOpt = Annotated[Path | None, typer.Option(
+    "--data", metavar="PATH",
+    help="Sample inputs (required for recalibrate; otherwise used to verify the output).")]
+BatchSizeOpt = Annotated[int, typer.Option(
+    "--batch-size", min=1, help="Batch size for running the model (and deployment batch size "
+                                "for batch-stats).")]
+LimitOpt = Annotated[int | None, typer.Option(
+    "--limit", min=1, help="Use at most this many samples.")]
+ImageSizeOpt = Annotated[str | None, typer.Option(
+    "--image-size", metavar="H,W", help="Resize images to H,W (default: the model's fixed "
+                                        "input size, else each image's own).")]
+MeanOpt = Annotated[str, typer.Option(
+    "--mean", metavar="M[,M,M]", help="Per-channel mean subtracted after scaling images to [0,1].")]
+StdOpt = Annotated[str, typer.Option(
+    "--std", metavar="S[,S,S]", help="Per-channel std divided after subtracting --mean.")]

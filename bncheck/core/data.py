@@ -1,0 +1,253 @@
+"""Sample data: .npy, .npz, torch.save'd tensors and image folders, read a batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from bncheck.errors import BncheckError
+
+if TYPE_CHECKING:
+    from bncheck.backends.base import Model
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+_NAN_SCAN_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How to turn image files into tensors."""
+
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+
+class SampleSource(Protocol):
+    """Random access to samples; ``load`` returns one array per model input."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: np.ndarray) -> list[np.ndarray]: ...
+
+
+class ArraySource:
+    """Arrays (memory-mapped where the format allows), one per model input, samples on axis 0."""
+
+    def __init__(self, arrays: list[np.ndarray], path: Path) -> None:
+        n = {a.shape[0] for a in arrays}
+        if len(n) != 1:
+            raise BncheckError(f"{path}: the arrays have different sample counts {sorted(n)}")
+        self.arrays = arrays
+        self.path = path
+
+    def __len__(self) -> int:
+        return int(self.arrays[0].shape[0])
+
+    def load(self, index: np.ndarray) -> list[np.ndarray]:
+        """Samples at ``index`` as float32 (or integer) arrays."""
+        return [_as_input(a[np.sort(index)][np.argsort(np.argsort(index))]) for a in self.arrays]
+
+
+def _as_input(a: np.ndarray) -> np.ndarray:
+    return a if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32, copy=False)
+
+
+class ImageSource:
+    """An image folder; each ``load`` opens only the requested files."""
+
+    def __init__(self, files: list[Path], channels: int, size: tuple[int, int] | None,
+                 opts: ImageOptions) -> None:
+        self.files = files
+        self.channels = channels
+        self.size = size
+        self.mean = np.array(opts.mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.array(opts.std, dtype=np.float32).reshape(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: np.ndarray) -> list[np.ndarray]:
+        """Read, resize, scale to [0, 1], then normalize with mean/std."""
+        from PIL import Image, UnidentifiedImageError
+
+        out = []
+        for i in index:
+            f = self.files[int(i)]
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("L" if self.channels == 1 else "RGB")
+                    if self.size is not None and im.size != (self.size[1], self.size[0]):
+                        im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError) as e:
+                raise BncheckError(f"{f}: cannot read this image ({e})") from e
+            arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+            out.append((arr - self.mean) / self.std)
+        shapes = {a.shape for a in out}
+        if len(shapes) > 1:
+            raise BncheckError(f"images in {self.files[0].parent} have different sizes "
+                               f"{sorted(shapes)}; pass --image-size H,W")
+        return [np.stack(out).astype(np.float32)]
+
+
+def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequence[
+        tuple[int | None, ...]], image: ImageOptions, limit: int | None) -> SampleSource:
+    """Open ``path`` as a sample source and check it before any model work starts."""
+    if not path.exists():
+        raise BncheckError(f"--data {path}: no such file or folder")
+    if path.is_dir():
+        src: SampleSource = _image_folder(path, input_shapes, image)
+    else:
+        src = ArraySource(_arrays(path, input_names), path)
+        _check_finite(src, path)
+    if len(src) == 0:
+        raise BncheckError(f"--data {path}: holds no samples")
+    if limit is not None:
+        src = Limited(src, limit)
+    _check_shapes(src, path, input_shapes)
+    return src
+
+
+class Limited:
+    """The first ``limit`` samples of another source."""
+
+    def __init__(self, inner: SampleSource, limit: int) -> None:
+        self.inner = inner
+        self.n = min(limit, len(inner))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def load(self, index: np.ndarray) -> list[np.ndarray]:
+        """Delegate to the wrapped source."""
+        return self.inner.load(index)
+
+
+def _arrays(path: Path, input_names: Sequence[str]) -> list[np.ndarray]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return [np.load(path, mmap_mode="r", allow_pickle=False)]
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return _select_npz({k: z[k] for k in z.files}, input_names, path)
+    except (ValueError, OSError, EOFError) as e:
+        raise BncheckError(f"--data {path}: cannot read it as {suffix} ({e})") from e
+    if suffix in (".pt", ".pth", ".bin"):
+        return _torch_arrays(path)
+    raise BncheckError(f"--data {path}: use .npy, .npz, a torch.save'd tensor (.pt) or a folder "
+                       "of images")
+
+
+def _select_npz(arrays: dict[str, np.ndarray], input_names: Sequence[str],
+                path: Path) -> list[np.ndarray]:
+    if len(arrays) == 1:
+        return list(arrays.values())
+    if input_names and all(n in arrays for n in input_names):
+        return [arrays[n] for n in input_names]
+    if len(input_names) <= 1:
+        raise BncheckError(f"--data {path} holds {len(arrays)} arrays ({', '.join(arrays)}); the "
+                           "model takes one input: keep one array or name it after the input")
+    raise BncheckError(f"--data {path}: expected arrays named {', '.join(input_names)}; found "
+                       f"{', '.join(arrays)}")
+
+
+def _torch_arrays(path: Path) -> list[np.ndarray]:
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged files and pickles raise many types
+        raise BncheckError(f"--data {path}: cannot read it as a torch.save'd tensor ({e})") from e
+    items = obj if isinstance(obj, (list, tuple)) else list(obj.values()) \
+        if isinstance(obj, dict) else [obj]
+    if not items or not all(isinstance(t, torch.Tensor) for t in items):
+        raise BncheckError(f"--data {path}: expected a tensor (or a list/dict of tensors)")
+    return [t.detach().cpu().numpy() for t in items]
+
+
+def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
+                  opts: ImageOptions) -> ImageSource:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BncheckError(f"--data {path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if len(shapes) > 1:
+        raise BncheckError(f"--data {path}: an image folder feeds one input; this model has "
+                           f"{len(shapes)}")
+    shape = shapes[0] if shapes else (None, None, None, None)
+    channels = shape[1] if len(shape) == 4 and shape[1] else 3
+    size = opts.size
+    if size is None and len(shape) == 4 and shape[2] and shape[3]:
+        size = (int(shape[2]), int(shape[3]))
+    if size is None:
+        with _open_first(files[0]) as first:
+            size = (first.size[1], first.size[0])
+    if len(opts.mean) not in (1, channels) or len(opts.std) not in (1, channels):
+        raise BncheckError(f"--mean/--std need 1 or {channels} values")
+    return ImageSource(files, int(channels), size, opts)
+
+
+def _open_first(f: Path):  # type: ignore[no-untyped-def]
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(f)
+    except (UnidentifiedImageError, OSError) as e:
+        raise BncheckError(f"{f}: cannot read this image ({e})") from e
+
+
+def _check_finite(src: ArraySource, path: Path) -> None:
+    for k, a in enumerate(src.arrays):
+        if np.issubdtype(a.dtype, np.integer):
+            continue
+        bad, first = 0, None
+        for start in range(0, a.shape[0], _NAN_SCAN_CHUNK):
+            block = np.asarray(a[start:start + _NAN_SCAN_CHUNK])
+            mask = ~np.isfinite(block)
+            if mask.any():
+                bad += int(mask.sum())
+                if first is None:
+                    first = start + int(np.argwhere(mask)[0][0])
+        if bad:
+            which = f" (array {k})" if len(src.arrays) > 1 else ""
+            raise BncheckError(f"--data {path}{which}: {bad} NaN/Inf value(s), the first in sample "
+                               f"{first}; clean the data first")
+
+
+def _check_shapes(src: SampleSource, path: Path,
+                  shapes: Sequence[tuple[int | None, ...]]) -> None:
+    sample = src.load(np.arange(1))
+    if shapes and len(sample) != len(shapes):
+        raise BncheckError(f"--data {path}: gives {len(sample)} input(s); the model takes "
+                           f"{len(shapes)}")
+    for got, want in zip(sample, shapes, strict=False):
+        ok = len(got.shape) == len(want) and all(
+            w is None or w == g for g, w in zip(got.shape[1:], want[1:], strict=True))
+        if not ok:
+            exp = "(N, " + ", ".join("?" if w is None else str(w) for w in want[1:]) + ")"
+            raise BncheckError(f"--data {path}: samples have shape (N, "
+                               f"{', '.join(map(str, got.shape[1:]))}); the model expects {exp}")
+
+
+def batches(src: SampleSource, batch_size: int, order: np.ndarray | None = None
+            ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Yield (indices, arrays) in batches of ``batch_size`` (the last may be smaller)."""
+    idx = np.arange(len(src)) if order is None else order
+    for start in range(0, idx.size, batch_size):
+        sel = idx[start:start + batch_size]
+        yield sel, src.load(sel)
+
+
+def open_for_model(model: Model, data: Path, image: ImageOptions, limit: int | None
+                   ) -> tuple[SampleSource, Model]:
+    """A sample source matched to ``model``'s inputs, and the runnable form of the model."""
+    specs = model.inputs()
+    src = open_samples(data, input_names=[s.name for s in specs],
+                       input_shapes=[s.shape for s in specs], image=image, limit=limit)
+    example = src.load(np.arange(min(2, len(src))))
+    return src, model.runnable(example)

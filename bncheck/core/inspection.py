@@ -1,0 +1,28 @@
+"""inspect: the layers of a model and the problems visible from its weights alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bncheck.backends.base import Model
+from bncheck.core.checks import check_layers
+from bncheck.core.findings import Finding, sort_findings
+from bncheck.core.layers import NormLayer
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What inspect found."""
+
+    model: str
+    format: str
+    backend: str
+    layers: list[NormLayer]
+    findings: list[Finding]
+
+
+def inspect_model(model: Model) -> Inspection:
+    """Discover layers and run the data-free checks."""
+    layers = model.layers()
+    findings = sort_findings(check_layers(layers, model_is_onnx=model.backend == "onnx"))
+    return Inspection(str(model.path), model.format.value, model.backend, layers, findings)

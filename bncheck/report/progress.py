@@ -1,0 +1,48 @@
+"""A rich progress bar on stderr, shown only to a person watching a terminal."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bncheck.core.progress import NoProgress
+from bncheck.core.progress import Progress as ProgressSink
+
+
+class RichProgress:
+    """One bar per stage."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(TextColumn("{task.description:>12}"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+        self._task: int | None = None
+
+    def start(self, label: str, total: int) -> None:
+        """Begin a stage."""
+        if self._task is None:
+            self._bar.start()
+        else:
+            self._bar.remove_task(self._task)
+        self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        """Advance the current stage."""
+        if self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def finish(self) -> None:
+        """Stages may follow; the bar stops in ``close``."""
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self._task is not None:
+            self._bar.stop()
+            self._task = None
+
+
+def progress_for(json_output: bool) -> ProgressSink:
+    """A bar when stderr is a terminal and the output is not JSON; otherwise silence."""
+    if json_output or not sys.stderr.isatty():
+        return NoProgress()
+    return RichProgress()

@@ -1,0 +1,47 @@
+"""Never lose data: refuse to clobber, write to a temporary file, rename only after it checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bncheck.errors import BncheckError
+
+
+def check_destination(out: Path, inputs: list[Path], force: bool) -> None:
+    """Validate ``out`` before any work starts."""
+    for p in inputs:
+        if p.exists() and out.exists() and out.resolve() == p.resolve():
+            raise BncheckError(f"-o {out} is the input file; bncheck never writes over its input")
+    if out.is_dir():
+        raise BncheckError(f"-o {out} is a folder; give a file name")
+    if out.exists() and not force:
+        raise BncheckError(f"{out} already exists; pass --force to replace it")
+    if not out.parent.exists():
+        raise BncheckError(f"-o {out}: folder {out.parent} does not exist")
+
+
+class Staged:
+    """A temporary file beside the destination, renamed onto it by ``commit``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        # Same folder (so the rename is atomic) and same suffix (writers pick formats by it).
+        self.path = out.with_name(f".{out.stem}.bncheck-{os.getpid()}{out.suffix}")
+
+    def commit(self) -> None:
+        """Atomically move the finished file into place."""
+        os.replace(self.path, self.out)
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Staged]:
+    """Yield a Staged file; whatever was not committed is deleted on the way out."""
+    staged = Staged(out)
+    try:
+        yield staged
+    finally:
+        if staged.path.exists():
+            staged.path.unlink()

@@ -1,0 +1,78 @@
+"""rewrite end to end: data, passes, staged write, verification, commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bncheck.backends.base import Model
+from bncheck.core.data import ImageOptions, SampleSource, open_for_model
+from bncheck.core.options import RewriteMode
+from bncheck.core.progress import Progress
+from bncheck.errors import BncheckError
+from bncheck.rewrite.atomic import staged_output
+from bncheck.rewrite.pipeline import apply_modes
+from bncheck.rewrite.verify import Check, verify
+
+GENERATED_SAMPLES = 4
+SEED = 0
+
+
+@dataclass
+class RewriteReport:
+    """What rewrite did and measured."""
+
+    source: Path
+    output: Path
+    modes: list[RewriteMode]
+    notes: dict[str, list[str]]
+    checks: list[Check]
+    verified_on: str
+    written: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every check passed and the file is in place."""
+        return self.written and all(c.passed for c in self.checks)
+
+
+def run_rewrite(model: Model, modes: list[RewriteMode], out: Path, *, data: Path | None,
+                image: ImageOptions, limit: int | None, batch_size: int,
+                input_shape: tuple[int, ...] | None, allow_pickle: bool,
+                progress: Progress | None = None) -> RewriteReport:
+    """Apply ``modes``, write ``out`` atomically, and keep it only if verification passes."""
+    src: SampleSource | None = None
+    if data is not None:
+        src, runnable = open_for_model(model, data, image, limit)
+        example = src.load(np.arange(min(batch_size, len(src))))
+        verified_on = f"{example[0].shape[0]} sample(s) from {data}"
+    else:
+        example = _generated(model, input_shape)
+        runnable = model.runnable(example)
+        verified_on = f"{GENERATED_SAMPLES} generated inputs of shape {example[0].shape[1:]}"
+    stages = apply_modes(runnable, modes, src, example, batch_size, progress)
+    report = RewriteReport(model.path, out, modes, {s.mode.value: s.notes for s in stages}, [],
+                           verified_on)
+    with staged_output(out) as staged:
+        stages[-1].after.save(staged.path, example)
+        report.checks = verify(staged.path, stages, example, allow_pickle=allow_pickle)
+        if all(c.passed for c in report.checks):
+            staged.commit()
+            report.written = True
+    return report
+
+
+def _generated(model: Model, input_shape: tuple[int, ...] | None) -> list[np.ndarray]:
+    rng = np.random.default_rng(SEED)
+    if input_shape is not None:
+        shapes = [input_shape]
+    else:
+        specs = model.inputs()
+        if not specs or any(d is None for s in specs for d in s.shape[1:]):
+            raise BncheckError(f"{model.path}: the input shape is not fixed in the model; give "
+                               "--data (or --input-shape C,H,W) to verify the rewrite")
+        shapes = [tuple(int(d) for d in s.shape[1:] if d is not None) for s in specs]
+    return [rng.standard_normal((GENERATED_SAMPLES, *s)).astype(np.float32) for s in shapes]

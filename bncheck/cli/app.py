@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import typer
@@ -20,7 +21,11 @@ class _ErrorBoundary(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         """Run the command, translating BncheckError."""
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # torch's deprecation chatter is not the user's business; debug mode shows it.
+                if os.environ.get("BNCHECK_DEBUG") != "1":
+                    warnings.simplefilter("ignore")
+                return super().invoke(ctx)
         except BncheckError as e:
             if os.environ.get("BNCHECK_DEBUG") == "1":
                 raise

@@ -13,7 +13,7 @@ from bncheck.core.diagnosis import KL_ERROR, KL_WARN
 from bncheck.core.verdict import Verdict
 from bncheck.report.console import fmt_num
 
-BAR = 16
+BAR = 10
 
 
 def render_comparison(c: Comparison, v: Verdict, command: str, console: Console) -> None:
@@ -28,7 +28,8 @@ def render_comparison(c: Comparison, v: Verdict, command: str, console: Console)
     if not c.candidates:
         return
     if not ok:
-        console.print(Text(f"fix: {command}", style="bold"))
+        # soft_wrap keeps the command on one logical line, so it copies and pastes intact.
+        console.print(Text(f"fix: {command}", style="bold"), soft_wrap=True)
     console.print(
         f"samples {c.n_used}/{c.n_samples}, batch size {c.batch_size}, training batch size "
         f"{c.train_batch.value} ({c.train_batch.source}: {c.train_batch.detail})"
@@ -42,8 +43,9 @@ def render_comparison(c: Comparison, v: Verdict, command: str, console: Console)
 def _candidates(c: Comparison, v: Verdict) -> Table:
     t = Table(title="discrepancy against the trained behaviour (relative L2 per sample)",
               title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
-    for col in ("run", "batch", "mean", "median", "p90", "argmax agree", ""):
-        t.add_column(col, justify="left" if col in ("run", "") else "right")
+    for col in ("run", "batch", "mean", "median", "p90", "argmax agree", "", "vs tolerance"):
+        t.add_column(col, justify="left" if col in ("run", "", "vs tolerance") else "right",
+                     no_wrap=True)
     rows = list(c.candidates.values())
     if c.noise_floor is not None:
         rows.insert(0, c.noise_floor)
@@ -55,8 +57,8 @@ def _candidates(c: Comparison, v: Verdict) -> Table:
         agree = "-" if d.argmax_agreement is None else f"{100 * d.argmax_agreement:.1f}%"
         t.add_row(Text(d.name + (" *" if d.name == v.mode else ""), style="bold"
                        if d.name == v.mode else ""), str(d.batch_size), fmt_num(d.mean),
-                  fmt_num(d.median), fmt_num(d.p90), agree,
-                  Text.assemble(_bar(d.mean, top), " ", Text(mark, style=style)))
+                  fmt_num(d.median), fmt_num(d.p90), agree, _bar(d.mean, top),
+                  Text(mark, style=style))
     return t
 
 
@@ -68,19 +70,18 @@ def _bar(x: float, top: float) -> Text:
 
 
 def _layers(c: Comparison) -> Table:
-    t = Table(title="per layer: running stats vs the statistics each layer is given "
-              "(KL, worst first)", title_justify="left", show_edge=False, pad_edge=False,
+    t = Table(title="per layer: running stats vs what the layer is given, under training and "
+              "eval propagation (worst first)", title_justify="left", show_edge=False, pad_edge=False,
               header_style="bold")
-    for col in ("#", "layer", "kind", "KL train-prop.", "", "KL eval-prop.", "mean shift",
-                "log var", "worst ch."):
-        t.add_column(col, justify="left" if col in ("layer", "kind", "") else "right",
-                     overflow="fold")
+    for col in ("#", "layer", "KL (train)", "", "KL (eval)", "mean shift", "log var",
+                "worst ch."):
+        t.add_column(col, justify="left" if col in ("layer", "") else "right", no_wrap=True)
     top = max((r.reference.kl for r in c.layers if math.isfinite(r.reference.kl)), default=1.0)
     for r in sorted(c.layers, key=lambda r: -_key(r.reference.kl)):
         kl = r.reference.kl
         style = "red" if kl >= KL_ERROR else "yellow" if kl >= KL_WARN else "green"
         worst = ",".join(str(ch) for ch, _ in r.reference.worst_channels[:3])
-        t.add_row(str(r.order), r.layer.name, r.layer.kind, Text(fmt_num(kl), style=style),
+        t.add_row(str(r.order), r.layer.name, Text(fmt_num(kl), style=style),
                   _bar(kl, max(top, KL_ERROR)), fmt_num(r.eval.kl), fmt_num(r.reference.mean_shift),
                   f"{r.reference.log_var_ratio:+.2f}" if math.isfinite(r.reference.log_var_ratio)
                   else "inf", worst)

@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 import typer
+from typer._click.core import Context
 from typer.core import TyperGroup
 
 from bncheck.cli.compare_cmd import compare
@@ -18,7 +19,7 @@ from bncheck.errors import BncheckError
 class _ErrorBoundary(TyperGroup):
     """User errors become one line on stderr and exit 2; bugs stay tracebacks."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         """Run the command, translating BncheckError."""
         try:
             with warnings.catch_warnings():

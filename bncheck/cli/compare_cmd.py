@@ -40,7 +40,7 @@ def compare(
     limit: LimitOpt = None,
     arch: ArchOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    format: FormatOpt = OutputFormat.TEXT,  # noqa: A002 - the contract's option name
+    format: FormatOpt = OutputFormat.TEXT,
     plot: PlotOpt = None,
     fail_on: FailOnOpt = FailOn.ERROR,
     image_size: ImageSizeOpt = None,

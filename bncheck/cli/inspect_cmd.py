@@ -12,7 +12,7 @@ def inspect(
     model: ModelArg,
     arch: ArchOpt = None,
     allow_pickle: AllowPickleOpt = False,
-    format: FormatOpt = OutputFormat.TEXT,  # noqa: A002 - the contract's option name
+    format: FormatOpt = OutputFormat.TEXT,
     fail_on: FailOnOpt = FailOn.ERROR,
 ) -> None:
     """List every normalization layer and the problems visible without data.

@@ -83,7 +83,7 @@ def _at_init(rm: np.ndarray, rv: np.ndarray) -> bool:
 
 
 def _eps_findings(layer: NormLayer) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     eps = layer.eps
     if eps is None:
         return out

@@ -18,10 +18,10 @@ from bncheck.core.data import SampleSource, batches
 from bncheck.core.diagnosis import LayerDivergence, divergence
 from bncheck.core.layers import NormLayer
 from bncheck.core.moments import Moments
+from bncheck.core.options import RewriteMode
 from bncheck.core.outputs import OutputStore
 from bncheck.core.progress import NoProgress, Progress
 from bncheck.core.taps import TapCollector
-from bncheck.core.options import RewriteMode
 
 SEED = 0
 MAX_CLASSES = 1000

@@ -79,8 +79,8 @@ class ImageSource:
         for i in index:
             f = self.files[int(i)]
             try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if self.channels == 1 else "RGB")
+                with Image.open(f) as raw:
+                    im = raw.convert("L" if self.channels == 1 else "RGB")
                     if self.size is not None and im.size != (self.size[1], self.size[0]):
                         im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32) / 255.0

@@ -13,7 +13,8 @@ class OutputStore:
     def __init__(self, n: int) -> None:
         self.n = n
         self.width = 0
-        self._file = tempfile.TemporaryFile()
+        # Closed in close(); a with-block cannot span the passes that write and read it.
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115
 
     def write(self, index: np.ndarray, rows: np.ndarray) -> None:
         """Store ``rows`` (len(index), D) at ``index``."""

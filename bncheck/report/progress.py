@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from bncheck.core.progress import NoProgress
 from bncheck.core.progress import Progress as ProgressSink
@@ -16,7 +23,7 @@ class RichProgress:
     def __init__(self) -> None:
         self._bar = Progress(TextColumn("{task.description:>12}"), BarColumn(),
                              MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
-        self._task: int | None = None
+        self._task: TaskID | None = None
 
     def start(self, label: str, total: int) -> None:
         """Begin a stage."""

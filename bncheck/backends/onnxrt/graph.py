@@ -93,7 +93,7 @@ def attr(node: onnx.NodeProto, name: str, default: float | int | None = None) ->
     """A scalar attribute of ``node``."""
     for a in node.attribute:
         if a.name == name:
-            return onnx.helper.get_attribute_value(a)  # type: ignore[no-any-return]
+            return onnx.helper.get_attribute_value(a)
     return default
 
 

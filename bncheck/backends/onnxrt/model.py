@@ -110,7 +110,7 @@ class OnnxModel:
         tensors = tuple(dict.fromkeys(by_layer[t] for t in taps))
         sess = self._session(tensors)
         names = [i.name for i in self.inputs()]
-        feed = {n: np.ascontiguousarray(a.astype(d, copy=False))
+        feed: dict[str, np.ndarray] = {n: np.ascontiguousarray(a.astype(d, copy=False))
                 for n, a, d in zip(names, batch, self.input_dtypes(), strict=True)}
         out_names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
         results = sess.run(None, feed)  # type: ignore[attr-defined]

@@ -12,10 +12,7 @@ import onnx
 import torch
 from torch import nn
 
-from bncheck.backends.onnxrt.graph import MIN_OPSET
 from bncheck.errors import BncheckError
-
-
 
 
 def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
@@ -31,7 +28,7 @@ def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
                 redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, tuple(example), buf, dynamo=False, opset_version=MIN_OPSET,
+                module, tuple(example), buf,  # type: ignore[arg-type]  # file-like is supported dynamo=False, opset_version=MIN_OPSET,
                 do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
                 input_names=list(input_names), output_names=out_names, dynamic_axes=axes,
             )

@@ -44,13 +44,7 @@ def module_from_exported(ep: torch.export.ExportedProgram) -> fx.GraphModule:
         mean, var = _attr(gm, rm), _attr(gm, rv)
         assert mean is not None and var is not None
         bn = ExportedBatchNorm(mean.numel(), eps, momentum, cls)
-        with torch.no_grad():
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
-            if weight is not None:
-                bn.weight.copy_(weight)
-            if bias is not None:
-                bn.bias.copy_(bias)
+        _fill(bn, weight=weight, bias=bias, running_mean=mean, running_var=var)
         _swap(gm, node, path, bn, x)
     gm.graph.eliminate_dead_code()
     # ep.module() refuses train()/eval(); a plain GraphModule over the same graph allows them.
@@ -58,7 +52,22 @@ def module_from_exported(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     return plain.eval()
 
 
+def _fill(module: nn.Module, **values: torch.Tensor | None) -> None:
+    """Copy each given tensor into the module's tensor of that name, where both exist."""
+    with torch.no_grad():
+        for name, value in values.items():
+            target = getattr(module, name, None)
+            if isinstance(target, torch.Tensor) and value is not None:
+                target.copy_(value)
+
+
+def _num(arg: object) -> float:
+    assert isinstance(arg, (int, float)), f"expected a number in the graph, got {arg!r}"
+    return float(arg)
+
+
 def _swap(gm: fx.GraphModule, node: fx.Node, path: str, module: nn.Module, x: object) -> None:
+    assert isinstance(x, fx.Node)
     _set_module(gm, path, module)
     with gm.graph.inserting_before(node):
         new = gm.graph.call_module(path, (x,))
@@ -66,29 +75,22 @@ def _swap(gm: fx.GraphModule, node: fx.Node, path: str, module: nn.Module, x: ob
     gm.graph.erase_node(node)
 
 
-def _copy_affine(gm: fx.GraphModule, module: nn.Module, w: object, b: object) -> None:
-    weight, bias = _attr(gm, w), _attr(gm, b)
-    with torch.no_grad():
-        if weight is not None and getattr(module, "weight", None) is not None:
-            module.weight.copy_(weight)
-        if bias is not None and getattr(module, "bias", None) is not None:
-            module.bias.copy_(bias)
-
-
 def _group_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object]:
     x, groups, w, b, eps = node.args[:5]
     weight = _attr(gm, w)
-    channels = weight.numel() if weight is not None else int(groups)  # type: ignore[call-overload]
-    m = nn.GroupNorm(int(groups), channels, float(eps), affine=weight is not None)  # type: ignore[call-overload, arg-type]
-    _copy_affine(gm, m, w, b)
+    groups_n = int(_num(groups))
+    channels = weight.numel() if weight is not None else groups_n
+    m = nn.GroupNorm(groups_n, channels, _num(eps), affine=weight is not None)
+    _fill(m, weight=weight, bias=_attr(gm, b))
     return m, x
 
 
 def _layer_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object]:
     x, shape, w, b = node.args[:4]
-    eps = float(node.args[4]) if len(node.args) > 4 else 1e-5  # type: ignore[arg-type]
-    m = nn.LayerNorm(list(shape), eps, elementwise_affine=w is not None)  # type: ignore[arg-type]
-    _copy_affine(gm, m, w, b)
+    eps = _num(node.args[4]) if len(node.args) > 4 else 1e-5
+    assert isinstance(shape, (list, tuple))
+    m = nn.LayerNorm([int(_num(d)) for d in shape], eps, elementwise_affine=w is not None)
+    _fill(m, weight=_attr(gm, w), bias=_attr(gm, b))
     return m, x
 
 
@@ -97,14 +99,9 @@ def _instance_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object
     mean = _attr(gm, rm)
     weight = _attr(gm, w)
     c = mean.numel() if mean is not None else weight.numel() if weight is not None else 0
-    m = _AnyInstanceNorm(c, float(eps), float(momentum), affine=weight is not None,  # type: ignore[arg-type]
+    m = _AnyInstanceNorm(c, _num(eps), _num(momentum), affine=weight is not None,
                          track_running_stats=mean is not None)
-    _copy_affine(gm, m, w, b)
-    var = _attr(gm, rv)
-    if mean is not None and var is not None:
-        with torch.no_grad():
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
+    _fill(m, weight=weight, bias=_attr(gm, b), running_mean=mean, running_var=_attr(gm, rv))
     return m, x
 
 
@@ -141,11 +138,9 @@ def _module_path(node: fx.Node, used: set[str]) -> tuple[str, str]:
 
 def _momentum_eps(node: fx.Node) -> tuple[float | None, float]:
     args = node.args
-    if node.target is torch.ops.aten.batch_norm.default:
-        return float(args[6]), float(args[7])  # type: ignore[arg-type]
     if node.target is torch.ops.aten._native_batch_norm_legit_no_training.default:
-        return float(args[5]), float(args[6])  # type: ignore[arg-type]
-    return float(args[6]), float(args[7])  # type: ignore[arg-type]
+        return _num(args[5]), _num(args[6])
+    return _num(args[6]), _num(args[7])
 
 
 def _attr(gm: fx.GraphModule, arg: object) -> torch.Tensor | None:
@@ -169,8 +164,8 @@ def _set_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
             if n not in ("weight", "bias"):
                 module.register_parameter(n, p)
         for n, buf in list(existing.named_buffers(recurse=False)):
-            if n == "num_batches_tracked" and isinstance(module, ExportedBatchNorm):
-                module.num_batches_tracked.copy_(buf)
+            if n == "num_batches_tracked":
+                _fill(module, num_batches_tracked=buf)
             if n not in ("running_mean", "running_var", "num_batches_tracked"):
                 module.register_buffer(n, buf)
         for n, child in existing.named_children():

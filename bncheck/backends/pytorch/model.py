@@ -98,7 +98,7 @@ class TorchModel:
             return []
         for m in self.module.modules():
             if isinstance(m, nn.modules.conv._ConvNd):
-                rank = {nn.Conv1d: 1, nn.Conv3d: 3}.get(type(m), 2)  # type: ignore[call-overload]
+                rank = len(m.kernel_size)
                 return [InputSpec("input", (None, m.in_channels, *(None,) * rank))]
         return []
 

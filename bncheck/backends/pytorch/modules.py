@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the conventional alias
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -19,6 +19,11 @@ class StatNorm(nn.Module):
     BatchNormalization, which onnxruntime's CUDA provider does not run at opset >= 14). With
     ``keep_2d``, an (N, C) input has no spatial dims and keeps using the running stats.
     """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
                  running_var: torch.Tensor, eps: float, per_sample: bool, keep_2d: bool) -> None:
@@ -47,6 +52,9 @@ class StatNorm(nn.Module):
 
 class ScaleShift(nn.Module):
     """A folded BatchNorm that had no op to fold into: ``x * scale + shift`` per channel."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
         super().__init__()

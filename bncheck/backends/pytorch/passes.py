@@ -69,11 +69,27 @@ def apply_pass(model: nn.Module, mode: RewriteMode, stats: Stats | None,
     return new, notes
 
 
+def tensor(m: nn.Module, name: str) -> torch.Tensor | None:
+    """A tensor attribute of ``m`` (parameter or buffer), typed for the checker."""
+    t = getattr(m, name, None)
+    return t if isinstance(t, torch.Tensor) else None
+
+
+def _required(m: nn.Module, name: str) -> torch.Tensor:
+    t = tensor(m, name)
+    assert t is not None, f"{type(m).__name__} has no tensor {name}"
+    return t
+
+
+def _eps(m: nn.Module) -> float:
+    return float(getattr(m, "eps", 1e-5))
+
+
 def _stat_norm(m: nn.Module, per_sample: bool, keep_2d: bool) -> StatNorm:
-    rm, rv = m.running_mean, m.running_var
-    w = m.weight if getattr(m, "weight", None) is not None else torch.ones_like(rm)
-    b = m.bias if getattr(m, "bias", None) is not None else torch.zeros_like(rm)
-    return StatNorm(w, b, rm, rv, float(m.eps), per_sample, keep_2d)
+    rm, rv = _required(m, "running_mean"), _required(m, "running_var")
+    w, b = tensor(m, "weight"), tensor(m, "bias")
+    return StatNorm(torch.ones_like(rm) if w is None else w, torch.zeros_like(rm) if b is None else b,
+                    rm, rv, _eps(m), per_sample, keep_2d)
 
 
 def _recalibrate(model: nn.Module, stats: Stats | None) -> list[str]:
@@ -85,27 +101,30 @@ def _recalibrate(model: nn.Module, stats: Stats | None) -> list[str]:
         # torch stores the unbiased variance in running_var.
         mean, var_unbiased = stats[name].mean, stats[name].var_unbiased
         assert mean is not None
-        old = m.running_mean.detach().double().cpu().numpy()
+        rm, rv = _required(m, "running_mean"), _required(m, "running_var")
+        old = rm.detach().double().cpu().numpy()
         with torch.no_grad():
-            m.running_mean.copy_(torch.from_numpy(mean))
-            m.running_var.copy_(torch.from_numpy(var_unbiased))
+            rm.copy_(torch.from_numpy(mean))
+            rv.copy_(torch.from_numpy(var_unbiased))
         notes.append(f"{name}: running stats re-estimated (max |mean shift| "
                      f"{float(np.abs(mean - old).max()):.3g})")
     return notes
 
 
 def _check_foldable(name: str, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    channels = _required(m, "running_mean").numel()
+
     def arr(t: torch.Tensor | None, fill: float) -> np.ndarray:
         if t is None:
-            return np.full(m.running_mean.numel(), fill)
+            return np.full(channels, fill)
         return t.detach().double().cpu().numpy().reshape(-1)
 
-    gamma, beta = arr(getattr(m, "weight", None), 1.0), arr(getattr(m, "bias", None), 0.0)
-    mean, var = arr(m.running_mean, 0.0), arr(m.running_var, 1.0)
+    gamma, beta = arr(tensor(m, "weight"), 1.0), arr(tensor(m, "bias"), 0.0)
+    mean, var = arr(tensor(m, "running_mean"), 0.0), arr(tensor(m, "running_var"), 1.0)
     if not all(np.isfinite(a).all() for a in (gamma, beta, mean, var)) or (var < 0).any():
         raise BncheckError(f"cannot fold layer {name}: its statistics are NaN/Inf or negative; "
                            "recalibrate first (--mode recalibrate,fold)")
-    return bn_scale_shift(gamma, beta, mean, var, float(m.eps))
+    return bn_scale_shift(gamma, beta, mean, var, _eps(m))
 
 
 def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
@@ -120,7 +139,7 @@ def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
                  "per-channel scale and shift"]
         for name, m in bns:
             scale, shift = _check_foldable(name, m)
-            model.set_submodule(name, _scale_shift(scale, shift, m.running_mean))
+            model.set_submodule(name, _scale_shift(scale, shift, _required(m, "running_mean")))
         return model, notes
     notes = []
     for node in list(gm.graph.nodes):
@@ -135,9 +154,10 @@ def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
             node.replace_all_uses_with(prev)
             gm.graph.erase_node(node)
             gm.set_submodule(node.target, nn.Identity())
-            notes.append(f"{node.target}: folded into {prev.target if prev.op == 'call_module' else prev.name}")
+            into = prev.target if prev.op == "call_module" else prev.name
+            notes.append(f"{node.target}: folded into {into}")
         else:
-            gm.set_submodule(node.target, _scale_shift(scale, shift, m.running_mean))
+            gm.set_submodule(node.target, _scale_shift(scale, shift, _required(m, "running_mean")))
             notes.append(f"{node.target}: follows no foldable op; became a per-channel scale "
                          "and shift")
     gm.graph.lint()
@@ -155,10 +175,11 @@ def _fold_into(gm: fx.GraphModule, prev: fx.Node, scale: np.ndarray, shift: np.n
         target = _FOLD_MODULES.get(type(mod))
         if target is None:
             return False
-        w, b = fold_weights(target, _np(mod.weight), None if mod.bias is None else _np(mod.bias),
-                            scale, shift, getattr(mod, "groups", 1))
-        mod.weight = nn.Parameter(torch.from_numpy(w).to(mod.weight.dtype))
-        mod.bias = nn.Parameter(torch.from_numpy(b).to(mod.weight.dtype))
+        weight, bias = _required(mod, "weight"), tensor(mod, "bias")
+        w, b = fold_weights(target, _np(weight), None if bias is None else _np(bias),
+                            scale, shift, int(getattr(mod, "groups", 1)))
+        mod.weight = nn.Parameter(torch.from_numpy(w).to(weight.dtype))
+        mod.bias = nn.Parameter(torch.from_numpy(b).to(weight.dtype))
         return True
     if prev.op == "call_function" and prev.target in _FOLD_FUNCTIONS:
         return _fold_into_function(gm, prev, scale, shift)

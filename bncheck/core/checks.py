@@ -85,30 +85,27 @@ def _at_init(rm: np.ndarray, rv: np.ndarray) -> bool:
 def _eps_findings(layer: NormLayer) -> list[Finding]:
     out: list[Finding] = []
     eps = layer.eps
-    if eps is None:
-        return out
-    if eps >= EPS_HIGH or eps <= EPS_LOW:
+    if eps is not None and (eps >= EPS_HIGH or eps <= EPS_LOW):
         hint = " (BatchNorm2d(C, 0.8) sets eps, not momentum)" if eps >= EPS_HIGH else ""
         out.append(Finding(layer.name, Severity.WARN, "unusual-eps",
                            f"eps={eps:g} is far from the usual 1e-5..1e-3{hint}"))
     rv = layer.running_var
-    if rv is not None and rv.size and layer.uses_running_stats:
-        finite = np.isfinite(rv)
-        small = finite & (rv >= 0) & (rv < eps)
-        w = layer.weight
-        dead = small & (np.abs(w) < 1e-6) if w is not None else np.zeros_like(small)
-        live_small = small & ~dead
-        if live_small.any():
-            n = int(live_small.sum())
+    if rv is None or not rv.size or not layer.uses_running_stats:
+        return out
+    # A bare state_dict does not record eps; torch's default is the likely one.
+    eps = 1e-5 if eps is None else eps
+    small = np.isfinite(rv) & (rv >= 0) & (rv < eps)
+    w = layer.weight
+    dead = small & (np.abs(w) < 1e-6) if w is not None else np.zeros_like(small)
+    for mask, code, text in (
+        (small & ~dead, "eps-dominates", "running_var < eps in {n} of {c} channels: eps, not the "
+                                         "data, sets their scale"),
+        (dead, "dead-channels", "{n} of {c} channels are dead (|gamma|~0 and var~0)"),
+    ):
+        n = int(mask.sum())
+        if n:
             sev = Severity.WARN if n > rv.size // 4 else Severity.INFO
-            out.append(Finding(layer.name, sev, "eps-dominates",
-                               f"running_var < eps in {n} of {rv.size} channels: eps, not the data, "
-                               "sets their scale"))
-        if dead.any():
-            n = int(dead.sum())
-            sev = Severity.WARN if n > rv.size // 4 else Severity.INFO
-            out.append(Finding(layer.name, sev, "dead-channels",
-                               f"{n} of {rv.size} channels are dead (|gamma|~0 and var~0)"))
+            out.append(Finding(layer.name, sev, code, text.format(n=n, c=rv.size)))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -28,7 +29,7 @@ def summary_line(r: Inspection) -> Text:
     """One line: what the model is and how bad it looks."""
     sev = Counter(f.severity.value for f in r.findings)
     stats = sum(1 for layer in r.layers if layer.uses_running_stats)
-    t = Text(f"{r.model} ({r.format}): {len(r.layers)} norm layers, {stats} with running stats; ")
+    t = Text(f"{r.model} ({r.format}): {len(r.layers)} layers, {stats} with running stats; ")
     counts = [(sev.get(k, 0), k) for k in ("error", "warn", "info")]
     t.append(", ".join(f"{n} {k}" for n, k in counts),
              style=SEVERITY_STYLE["error"] if sev.get("error") else
@@ -40,7 +41,10 @@ def _range(layer: NormLayer, which: str) -> str:
     a = layer.running_mean if which == "mean" else layer.running_var
     if a is None:
         return "-"
-    return f"{fmt_num(float(a.min()))}..{fmt_num(float(a.max()))}"
+    finite = a[np.isfinite(a)]
+    bad = a.size - finite.size
+    text = f"{fmt_num(float(finite.min()))}..{fmt_num(float(finite.max()))}" if finite.size else ""
+    return f"{text} nan" if bad else text
 
 
 def _momentum(layer: NormLayer) -> str:
@@ -51,22 +55,24 @@ def _momentum(layer: NormLayer) -> str:
 
 
 def _layer_table(r: Inspection) -> Table:
-    by_layer: dict[str, list[str]] = {}
-    worst: dict[str, str] = {}
-    order = {"error": 2, "warn": 1, "info": 0}
+    # Findings are listed in full below the table; a cell only says how bad a layer is.
+    per_layer: dict[str, Counter[str]] = {}
     for f in r.findings:
-        by_layer.setdefault(f.layer, []).append(f.code)
-        if order[f.severity.value] >= order.get(worst.get(f.layer, "info"), 0):
-            worst[f.layer] = f.severity.value
+        per_layer.setdefault(f.layer, Counter())[f.severity.value] += 1
     t = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for col, just in (("layer", "left"), ("kind", "left"), ("C", "right"), ("eps", "right"),
-                      ("mom.", "right"), ("running mean", "right"), ("running var", "right")):
+    t.add_column("layer", overflow="fold")
+    for col, just in (("kind", "left"), ("C", "right"), ("eps", "right"), ("mom.", "right"),
+                      ("running mean", "right"), ("running var", "right"), ("findings", "left")):
         t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
-    t.add_column("findings", overflow="fold")
     for layer in r.layers:
-        codes = by_layer.get(layer.name, [])
-        style = SEVERITY_STYLE.get(worst.get(layer.name, ""), "") if codes else ""
         t.add_row(layer.name, layer.kind, str(layer.channels or "-"), fmt_num(layer.eps, 2),
                   _momentum(layer), _range(layer, "mean"), _range(layer, "var"),
-                  Text(", ".join(codes) or "ok", style=style or "green"))
+                  _cell(per_layer.get(layer.name, Counter())))
     return t
+
+
+def _cell(counts: Counter[str]) -> Text:
+    for sev in ("error", "warn", "info"):
+        if counts.get(sev):
+            return Text(f"{counts[sev]} {sev}", style=SEVERITY_STYLE[sev])
+    return Text("ok", style="green")

@@ -116,19 +116,19 @@ def discover_state_dict(sd: Mapping[str, torch.Tensor]) -> list[NormLayer]:
     """BN-like layers of a bare state_dict, found by their running_mean/running_var keys."""
     out = []
     for key in sd:
-        if not key.endswith(".running_mean"):
+        if key != "running_mean" and not key.endswith(".running_mean"):
             continue
-        p = key[: -len(".running_mean")]
-        if f"{p}.running_var" not in sd:
+        p = key[: -len("running_mean")]  # "bn1." or "" for a lone layer's own state_dict
+        if f"{p}running_var" not in sd:
             continue
-        rm, rv = _np(sd[key]), _np(sd[f"{p}.running_var"])
-        weight, bias = _np(sd.get(f"{p}.weight")), _np(sd.get(f"{p}.bias"))
+        rm, rv = _np(sd[key]), _np(sd[f"{p}running_var"])
+        weight, bias = _np(sd.get(f"{p}weight")), _np(sd.get(f"{p}bias"))
         out.append(NormLayer(
-            name=p, kind="BatchNorm", family=Family.BATCH,
+            name=p.rstrip(".") or "(root)", kind="BatchNorm", family=Family.BATCH,
             channels=None if rm is None else rm.size, eps=None, momentum=None,
             momentum_note="unknown", affine=weight is not None, tracks_running_stats=True,
             running_mean=rm, running_var=rv,
-            num_batches_tracked=_nbt(sd.get(f"{p}.num_batches_tracked")),
+            num_batches_tracked=_nbt(sd.get(f"{p}num_batches_tracked")),
             weight=weight, bias=bias,
         ))
     return out

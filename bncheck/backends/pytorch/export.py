@@ -12,6 +12,7 @@ import onnx
 import torch
 from torch import nn
 
+from bncheck.backends.onnxrt.graph import MIN_OPSET
 from bncheck.errors import BncheckError
 
 
@@ -28,7 +29,8 @@ def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
                 redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, tuple(example), buf,  # type: ignore[arg-type]  # file-like is supported dynamo=False, opset_version=MIN_OPSET,
+                module, tuple(example), buf,  # type: ignore[arg-type]  # file objects work
+                dynamo=False, opset_version=MIN_OPSET,
                 do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
                 input_names=list(input_names), output_names=out_names, dynamic_axes=axes,
             )

@@ -7,7 +7,6 @@ import pickle
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, model_path
 
 

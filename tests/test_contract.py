@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import FORMATS, MODELS, cli, model_path
 from onnx import helper, numpy_helper
 
 from bncheck.backends.base import load_model
-from conftest import FORMATS, MODELS, cli, model_path
 
 NAMES = ["pix_bs1", "digits", "digits_nobn"]
 

@@ -12,7 +12,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
 from conftest import DATA, ROOT, cli, model_path
 
 PIX_X = DATA / "pix_inputs.npy"
@@ -194,7 +193,8 @@ def test_onnx_constant_and_shared_parameters_rewrite(tmp_path: Path, params_as: 
         s = vals["scale"].reshape(1, 3, 1, 1)
         b = vals["bias"].reshape(1, 3, 1, 1)
         if mode == "fold":
-            want = (x - vals["mean"].reshape(1, 3, 1, 1)) / np.sqrt(vals["var"].reshape(1, 3, 1, 1) + 1e-5) * s + b
+            m, v = vals["mean"].reshape(1, 3, 1, 1), vals["var"].reshape(1, 3, 1, 1)
+            want = (x - m) / np.sqrt(v + 1e-5) * s + b
         elif mode == "instance-norm":
             m, v = x.mean((2, 3), keepdims=True), x.var((2, 3), keepdims=True)
             want = (x - m) / np.sqrt(v + 1e-5) * s + b
@@ -220,7 +220,9 @@ def test_never_overwrites_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]  # no temporary left
 
 
-def test_failed_verification_exits_1_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_verification_exits_1_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import bncheck.rewrite.verify as verify
 
     monkeypatch.setattr(verify, "FIDELITY_TOL", -1.0)  # no export can meet this
@@ -260,5 +262,6 @@ def test_written_files_load_in_fresh_processes(tmp_path: Path) -> None:
                 f"m = torch.export.load({str(pt2_out)!r}).module()\n"
                 f"y = m(torch.from_numpy(np.load({str(PIX_X)!r})[:3]))\nassert y.shape == (3, 1, 32, 32)\n")
     for code in (code_onnx, code_pt2):
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                           check=False)
         assert p.returncode == 0, p.stderr

@@ -63,7 +63,9 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
         return Loaded(None, Checkpoint(_load_safetensors(path)))
     if fmt is ModelFormat.TORCHSCRIPT:
         try:
-            return Loaded(torch.jit.load(str(path), map_location="cpu"), None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript still loads
+                return Loaded(torch.jit.load(str(path), map_location="cpu"), None)
         except Exception as e:  # jit raises RuntimeError variants for damaged archives
             raise _damaged(path, e) from e
     if fmt is ModelFormat.EXPORTED_PROGRAM:

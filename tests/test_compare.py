@@ -1,0 +1,171 @@
+"""compare: right verdict, right fix, right first layer, on every fixture and both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import DATA, cli, model_path
+
+from bncheck.backends.base import load_model
+from bncheck.core.data import ImageOptions, open_samples
+from bncheck.core.taps import TapCollector
+
+PIX, DIGITS, SHIFTED = DATA / "pix_inputs.npy", DATA / "digits_x.npy", DATA / "digits_shifted.npy"
+
+
+def _compare(model: Path, data: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    r = cli("compare", model, "--data", data, "--format", "json", "--allow-pickle", *extra)
+    doc = r.json()
+    assert r.code == (1 if doc["verdict"] == "mismatch" else 0), r.err
+    return doc
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx"])
+@pytest.mark.parametrize("train_bs", [None, "1"])
+def test_bs1_image_model_is_flagged(fmt: str, train_bs: str | None) -> None:
+    extra = ["--train-batch-size", train_bs] if train_bs else []
+    doc = _compare(model_path("pix_bs1", fmt), PIX, *extra)
+    assert doc["verdict"] == "mismatch"
+    assert doc["recommendation"]["mode"] == "instance-norm"
+    assert doc["train_batch_size"]["value"] == 1
+    assert doc["train_batch_size"]["source"] == ("option" if train_bs else "estimated")
+    assert doc["first_failing_layer"] == "enc1.1"
+    assert doc["candidates"]["eval"]["mean"] > 10 * doc["tolerance"]
+    assert "bncheck rewrite" in doc["recommendation"]["command"]
+    assert {"name", "eval", "reference"} <= set(doc["layer_metrics"][0])
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx", "pt2"])
+def test_large_batch_model_is_ok(fmt: str) -> None:
+    doc = _compare(model_path("pix_bs16", fmt), PIX)
+    assert doc["verdict"] == "ok" and doc["recommendation"]["mode"] == "none"
+    assert doc["train_batch_size"]["value"] > 1
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx", "torchscript"])
+def test_healthy_classifier_is_ok(fmt: str) -> None:
+    doc = _compare(model_path("digits", fmt), DIGITS)
+    assert doc["verdict"] == "ok"
+    assert doc["candidates"]["eval"]["argmax_agreement"] > 0.95
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx"])
+def test_shifted_inputs_need_recalibration(fmt: str) -> None:
+    doc = _compare(model_path("digits", fmt), SHIFTED)
+    assert doc["verdict"] == "mismatch" and doc["recommendation"]["mode"] == "recalibrate"
+    assert doc["first_failing_layer"] == "features.1"
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx"])
+def test_frozen_stats_need_recalibration(fmt: str) -> None:
+    doc = _compare(model_path("digits_m0", fmt), DIGITS)
+    assert doc["verdict"] == "mismatch" and doc["recommendation"]["mode"] == "recalibrate"
+    assert doc["first_failing_layer"] == "features.1"
+
+
+def test_corrupt_layer_is_named() -> None:
+    doc = _compare(model_path("digits_corrupt", "onnx"), DIGITS)
+    assert doc["verdict"] == "mismatch" and doc["recommendation"]["mode"] == "recalibrate"
+    assert doc["first_failing_layer"] == "features.1"
+
+
+def test_stale_middle_layer_is_named(tmp_path: Path) -> None:
+    # Running stats of the second BN are perturbed; the first is healthy.
+    model = torch.load(model_path("digits", "full"), weights_only=False)
+    with torch.no_grad():
+        model.features[4].running_mean += 2.0 * model.features[4].running_var.sqrt()
+    path = tmp_path / "stale.pt"
+    torch.save(model, path)
+    doc = _compare(path, DIGITS)
+    assert doc["verdict"] == "mismatch" and doc["first_failing_layer"] == "features.4"
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx"])
+def test_model_without_batch_dependence_is_ok(fmt: str) -> None:
+    doc = _compare(model_path("digits_nobn", fmt), DIGITS)
+    assert doc["verdict"] == "ok" and "no layer" in doc["recommendation"]["reason"]
+
+
+@pytest.mark.parametrize(("name", "data", "suffix"), [("pix_bs1", PIX, ".onnx"),
+                                                        ("digits", SHIFTED, ".onnx"),
+                                                        ("digits_m0", DIGITS, ".pt2")])
+def test_applying_the_recommendation_gives_ok(tmp_path: Path, name: str, data: Path, suffix: str) -> None:
+    doc = _compare(model_path(name, "full"), data)
+    mode = doc["recommendation"]["mode"]
+    out = tmp_path / f"fixed{suffix}"
+    r = cli("rewrite", model_path(name, "full"), "--mode", mode, "-o", out, "--data", data, "--allow-pickle")
+    assert r.code == 0, r.out + r.err
+    again = _compare(out, data, *(["--train-batch-size", "1"] if mode == "instance-norm" else []))
+    assert again["verdict"] == "ok", again["recommendation"]
+
+
+def test_taps_equal_numpy_on_a_one_layer_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+    model = torch.nn.Sequential(bn)
+    x = np.random.default_rng(0).normal(1, 2, (40, 3, 5, 5)).astype(np.float32)
+    path = tmp_path / "one.pt"
+    torch.save(model, path)
+    torch_model = load_model(path, allow_pickle=True)
+    onnx_path = tmp_path / "one.onnx"
+    from bncheck.backends.pytorch.export import to_onnx_proto
+
+    onnx.save(to_onnx_proto(model, [torch.from_numpy(x[:2])], ["input"]), onnx_path)
+    onnx_model = load_model(onnx_path)
+    got = {}
+    for m in (torch_model, onnx_model):
+        taps = TapCollector()
+        for s in range(0, 40, 16):
+            m.run([x[s:s + 16]], ["0"], taps)
+        got[m.backend] = taps.acc["0"]
+    x64 = x.astype(np.float64)
+    for acc in got.values():
+        np.testing.assert_allclose(acc.population.mean, x64.mean((0, 2, 3)), rtol=1e-6)
+        np.testing.assert_allclose(acc.population.var, x64.var((0, 2, 3)), rtol=1e-6)
+        np.testing.assert_allclose(acc.within_var, x64.var((2, 3)).mean(0), rtol=1e-6)
+        np.testing.assert_allclose(acc.between_var, x64.mean((2, 3)).var(0), rtol=1e-6)
+
+
+def test_backends_agree_per_layer() -> None:
+    a = _compare(model_path("pix_bs1", "full"), PIX)
+    b = _compare(model_path("pix_bs1", "onnx"), PIX)
+    for la, lb in zip(a["layer_metrics"], b["layer_metrics"], strict=True):
+        assert la["name"] == lb["name"]
+        for prop in ("eval", "reference"):
+            assert la[prop]["kl"] == pytest.approx(lb[prop]["kl"], rel=1e-4, abs=1e-6)
+            assert la[prop]["mean_shift"] == pytest.approx(lb[prop]["mean_shift"], rel=1e-4, abs=1e-6)
+
+
+def test_memory_is_independent_of_sample_count() -> None:
+    # Accumulators only: their size does not depend on how many samples streamed through.
+    src = open_samples(PIX, input_names=["input"], input_shapes=[], image=ImageOptions(), limit=None)
+    m = load_model(model_path("pix_bs1", "onnx"))
+    sizes = []
+    for n in (8, 64):
+        taps = TapCollector()
+        for s in range(0, n, 8):
+            m.run(src.load(np.arange(s, s + 8)), [layer.name for layer in m.layers()], taps)
+        sizes.append(sum(a.population.mean.nbytes * 4 for a in taps.acc.values()))  # type: ignore[union-attr]
+    assert sizes[0] == sizes[1]
+
+
+def test_text_report_and_plot(tmp_path: Path) -> None:
+    png = tmp_path / "r.png"
+    r = cli("compare", model_path("pix_bs1", "onnx"), "--data", PIX, "--plot", png)
+    assert r.code == 1
+    assert "verdict: MISMATCH" in r.out and "instance-norm" in r.out
+    assert all(len(line) <= 100 for line in r.out.splitlines() if not line.startswith("fix:"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fail_on_and_image_folder() -> None:
+    r = cli("compare", model_path("digits", "pt2"), "--data", DATA / "digits_png", "--format", "json")
+    assert r.code == 0, r.err
+    assert r.json()["samples"]["total"] == 32

@@ -60,9 +60,15 @@ class LayerAccumulator:
         xs = x.reshape(n, c, -1)
         s = xs.shape[2]
         self.spatial = s
-        sample_mean = xs.mean(axis=2, dtype=np.float64)  # (N, C)
-        dev = xs - sample_mean[:, :, None]
-        within = np.einsum("ncs,ncs->nc", dev, dev) / s  # (N, C), float64
+        sample_mean = xs.mean(axis=2, dtype=np.float64)  # (N, C), float64 accumulation
+        # Two-pass variance: deviations from the mean rounded to x's dtype (a temporary the size
+        # of x, not twice it), squared in place, summed in float64; the rounding of the shift is
+        # corrected exactly: mean((x - r)^2) = var + (mean - r)^2.
+        shift = sample_mean.astype(xs.dtype)
+        dev = xs - shift[:, :, None]
+        np.square(dev, out=dev)
+        off = sample_mean - shift
+        within = dev.sum(axis=2, dtype=np.float64) / s - off * off  # (N, C)
         batch_mean = sample_mean.mean(axis=0)
         between = sample_mean - batch_mean
         m2 = s * (within.sum(axis=0) + np.einsum("nc,nc->c", between, between))

@@ -30,8 +30,8 @@ def summary_line(r: Inspection) -> Text:
     sev = Counter(f.severity.value for f in r.findings)
     stats = sum(1 for layer in r.layers if layer.uses_running_stats)
     t = Text(f"{r.model} ({r.format}): {len(r.layers)} layers, {stats} with running stats; ")
-    counts = [(sev.get(k, 0), k) for k in ("error", "warn", "info")]
-    t.append(", ".join(f"{n} {k}" for n, k in counts),
+    counts = [f"{sev[k]} {k}" for k in ("error", "warn", "info") if sev.get(k)]
+    t.append(", ".join(counts) or "no findings",
              style=SEVERITY_STYLE["error"] if sev.get("error") else
              SEVERITY_STYLE["warn"] if sev.get("warn") else "green")
     return t

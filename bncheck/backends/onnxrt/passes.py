@@ -113,6 +113,13 @@ class _Editor:
         bshape = (-1,) + (1,) * (rank - 2)
         x, y = node.input[0], node.output[0]
         p = self._fresh(f"{name}.bncheck")
+        if per_sample:
+            # One fused kernel, supported by every execution provider.
+            self.replace[index] = [helper.make_node(
+                "InstanceNormalization",
+                [x, self._const(f"{p}.gamma", gamma.astype(dt)), self._const(f"{p}.beta", beta.astype(dt))],
+                [y], epsilon=eps, name=f"{p}/InstanceNormalization")]
+            return []
         nodes = [
             self._reduce_mean(x, f"{p}.mean", axes, name=f"{p}/ReduceMean"),
             helper.make_node("Sub", [x, f"{p}.mean"], [f"{p}.centered"], name=f"{p}/Sub"),

@@ -108,11 +108,11 @@ def _instance_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object
 class _AnyInstanceNorm(nn.modules.instancenorm._InstanceNorm):
     """InstanceNorm rebuilt from an exported node; the rank was fixed at export."""
 
-    def _get_no_batch_dim(self) -> int:
-        return 2
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        """Any rank is valid."""
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Per-sample statistics unless eval mode with tracked running stats."""
+        use_input_stats = self.training or not self.track_running_stats
+        return nn.functional.instance_norm(input, self.running_mean, self.running_var, self.weight,
+                                           self.bias, use_input_stats, self.momentum or 0.0, self.eps)
 
 
 _OTHER_NORMS = {
@@ -158,15 +158,15 @@ def _set_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
     parent: nn.Module = gm.get_submodule(parent_path) if parent_path else gm
     existing = getattr(parent, leaf, None)
     if isinstance(existing, nn.Module) and not isinstance(existing, ExportedBatchNorm):
-        # The unlifted program keeps parameters on placeholder submodules; keep any other
-        # attribute alive for nodes that still read it.
+        # The unlifted program keeps tensors on placeholder submodules; anything the new module
+        # does not hold itself stays attached for get_attr nodes that still read it.
         for n, p in list(existing.named_parameters(recurse=False)):
-            if n not in ("weight", "bias"):
+            if getattr(module, n, None) is None:
                 module.register_parameter(n, p)
         for n, buf in list(existing.named_buffers(recurse=False)):
             if n == "num_batches_tracked":
                 _fill(module, num_batches_tracked=buf)
-            if n not in ("running_mean", "running_var", "num_batches_tracked"):
+            if getattr(module, n, None) is None:
                 module.register_buffer(n, buf)
         for n, child in existing.named_children():
             module.add_module(n, child)

@@ -20,16 +20,17 @@ class StatNorm(nn.Module):
     ``keep_2d``, an (N, C) input has no spatial dims and keeps using the running stats.
     """
 
-    weight: torch.Tensor
-    bias: torch.Tensor
+    gamma: torch.Tensor
+    beta: torch.Tensor
     running_mean: torch.Tensor
     running_var: torch.Tensor
 
+    # Not "weight"/"bias": torch.export's instance_norm decomposition claims those names.
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
                  running_var: torch.Tensor, eps: float, per_sample: bool, keep_2d: bool) -> None:
         super().__init__()
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", bias.detach().clone())
+        self.register_buffer("gamma", weight.detach().clone())
+        self.register_buffer("beta", bias.detach().clone())
         self.register_buffer("running_mean", running_mean.detach().clone())
         self.register_buffer("running_var", running_var.detach().clone())
         self.eps = eps
@@ -39,15 +40,18 @@ class StatNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` (N, C, *spatial)."""
         if x.dim() == 2 and self.keep_2d:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+            return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta,
                                 False, 0.0, self.eps)
-        dims = tuple(range(2, x.dim())) if self.per_sample else (0, *range(2, x.dim()))
+        if self.per_sample:
+            # Exports as one InstanceNormalization node, the same as the ONNX pass writes.
+            return F.instance_norm(x, None, None, self.gamma, self.beta, True, 0.0, self.eps)
+        dims = (0, *range(2, x.dim()))
         mean = x.mean(dims, keepdim=True)
         centered = x - mean
         var = (centered * centered).mean(dims, keepdim=True)
         shape = _shape(x)
-        return centered / torch.sqrt(var + self.eps) * self.weight.view(shape) + \
-            self.bias.view(shape)
+        return centered / torch.sqrt(var + self.eps) * self.gamma.view(shape) + \
+            self.beta.view(shape)
 
 
 class ScaleShift(nn.Module):

@@ -1,0 +1,63 @@
+"""Baseline programs the benchmark times as whole processes: what a user would run without bncheck."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def torch_eval(model: str, data: str, bs: str) -> None:
+    """Plain eval-mode forward over the samples."""
+    import numpy as np
+    import torch
+
+    m = torch.load(model, weights_only=False).eval()
+    x = np.load(data)
+    with torch.no_grad():
+        for s in range(0, len(x), int(bs)):
+            m(torch.from_numpy(x[s:s + int(bs)]))
+
+
+def ort_eval(model: str, data: str, bs: str) -> None:
+    """Plain onnxruntime inference over the samples."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.load(data)
+    for s in range(0, len(x), int(bs)):
+        sess.run(None, {name: x[s:s + int(bs)]})
+
+
+def update_bn(model: str, data: str, bs: str, out: str) -> None:
+    """torch.optim.swa_utils.update_bn over the same batches, then save."""
+    import numpy as np
+    import torch
+    from torch.optim.swa_utils import update_bn as swa_update_bn
+
+    m = torch.load(model, weights_only=False)
+    x = np.load(data)
+    loader = [torch.from_numpy(x[s:s + int(bs)]) for s in range(0, len(x), int(bs))]
+    swa_update_bn(loader, m)
+    torch.save(m, out)
+
+
+def torch_load(path: str) -> None:
+    """Read a checkpoint."""
+    import torch
+
+    torch.load(path, weights_only=True)
+
+
+def main() -> None:
+    """Dispatch on argv[1]."""
+    fn = {"torch-eval": torch_eval, "ort-eval": ort_eval, "update-bn": update_bn,
+          "torch-load": torch_load}[sys.argv[1]]
+    fn(*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""make bench: bncheck against its baselines, as ratios within one run, medians of repeats.
+
+Writes bench/RESULTS.md. Everything is built here, in bench/_work (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "bench" / "_work"
+PY = sys.executable
+BNCHECK = [PY, "-m", "bncheck"]
+BASE = [PY, str(ROOT / "bench" / "baselines.py")]
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+N, BS, TRAIN_BS = 256, 32, 32
+
+from bench.models import resnet18, resnet50, trained_stats  # noqa: E402
+
+
+def wall(cmd: list[str]) -> float:
+    """Seconds for one whole process."""
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, check=False)
+    if p.returncode not in (0, 1):
+        raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{p.stderr.decode()[-2000:]}")
+    return time.perf_counter() - t
+
+
+def median_pair(a: list[str], b: list[str]) -> tuple[float, float]:
+    """Median wall times of two commands, interleaved so drift hits both alike."""
+    ta, tb = [], []
+    for _ in range(REPEATS):
+        ta.append(wall(a))
+        tb.append(wall(b))
+    return statistics.median(ta), statistics.median(tb)
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Peak resident memory of a child process (MiB)."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([PY, "-c", probe, *cmd], cwd=ROOT, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def median_of(fn: Callable[[], float]) -> float:
+    """Median of REPEATS calls."""
+    return statistics.median(fn() for _ in range(REPEATS))
+
+
+def build() -> dict[str, Path]:
+    """Models and data for every row."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(0.5, 0.25, (4 * N, 3, 32, 32))).astype(np.float32)
+    paths = {"x": WORK / "x.npy", "x4": WORK / "x4.npy", "r18": WORK / "r18.pt",
+             "r18_onnx": WORK / "r18.onnx", "r50": WORK / "r50.pth"}
+    np.save(paths["x"], x[:N])
+    np.save(paths["x4"], x)
+    r18 = trained_stats(resnet18(), torch.from_numpy(x[:64]))
+    torch.save(r18, paths["r18"])
+    import onnx
+
+    from bncheck.backends.pytorch.export import to_onnx_proto
+
+    onnx.save(to_onnx_proto(r18, [torch.from_numpy(x[:2])], ["input"]), paths["r18_onnx"])
+    if not paths["r50"].exists():
+        r50 = resnet50()
+        torch.save({"epoch": 90, "state_dict": r50.state_dict()}, paths["r50"])
+    return paths
+
+
+def row(rows: list[list[str]], figure: str, baseline: str, measured: str, ratio: float | None,
+        target: str, ok: bool) -> None:
+    """Append one table row and echo it."""
+    r = [figure, baseline, measured, "-" if ratio is None else f"{ratio:.2f}x", target,
+         "yes" if ok else "**no**"]
+    rows.append(r)
+    print(" | ".join(r), flush=True)
+
+
+def taps_overhead(p: dict[str, Path]) -> tuple[float, float]:
+    """Same forward passes with and without taps, in process (seconds, medians)."""
+    from bncheck.backends.base import load_model
+    from bncheck.core.taps import TapCollector
+
+    model = load_model(p["r18"], allow_pickle=True)
+    x = np.load(p["x"])
+    names = [layer.name for layer in model.layers()]
+
+    def run(tapped: bool) -> float:
+        taps = TapCollector()
+        t = time.perf_counter()
+        for s in range(0, N, BS):
+            model.run([x[s:s + BS]], names if tapped else (), taps if tapped else None)
+        return time.perf_counter() - t
+
+    run(False)
+    plain, tapped = [], []
+    for _ in range(REPEATS):
+        plain.append(run(False))
+        tapped.append(run(True))
+    return statistics.median(plain), statistics.median(tapped)
+
+
+def stats_errors(p: dict[str, Path]) -> tuple[float, float]:
+    """Max relative error of recalibrated stats vs exact float64, bncheck and update_bn."""
+    import copy
+
+    from torch.optim.swa_utils import update_bn
+
+    from bncheck.backends.base import load_model
+    from bncheck.core.data import ImageOptions, open_samples
+    from bncheck.rewrite.pipeline import population_stats
+
+    x = np.load(p["x"])
+    model = load_model(p["r18"], allow_pickle=True)
+    src = open_samples(p["x"], input_names=["input"], input_shapes=[], image=ImageOptions(), limit=None)
+    ours = population_stats(model, src, BS)["stem.1"]
+    net = model.module  # type: ignore[attr-defined]
+    with torch.no_grad():
+        conv = net.stem[0](torch.from_numpy(x)).double().numpy()
+    flat = conv.transpose(1, 0, 2, 3).reshape(conv.shape[1], -1)
+    mean, var = flat.mean(1), flat.var(1, ddof=1)
+
+    def err(m: np.ndarray, v: np.ndarray) -> float:
+        return max(float(np.abs(m - mean).max() / np.abs(mean).max()),
+                   float(np.abs(v - var).max() / var.max()))
+
+    swa = copy.deepcopy(net)
+    update_bn([torch.from_numpy(x[s:s + BS]) for s in range(0, N, BS)], swa)
+    bn = swa.stem[1]
+    return (err(ours.mean, ours.var_unbiased),  # type: ignore[arg-type]
+            err(bn.running_mean.double().numpy(), bn.running_var.double().numpy()))
+
+
+def ort_latency(paths: dict[str, Path]) -> dict[str, float]:
+    """Median batch-8 latency (ms) per model, rounds interleaved across models."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sessions = {k: ort.InferenceSession(str(v), opts, providers=["CPUExecutionProvider"])
+                for k, v in paths.items()}
+    x = np.load(WORK / "x.npy")[:8]
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        for _ in range(10):
+            s.run(None, {"input": x})
+    for _ in range(max(REPEATS, 5) * 20):
+        for k, s in sessions.items():
+            t = time.perf_counter()
+            s.run(None, {"input": x})
+            times[k].append(time.perf_counter() - t)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    """Measure every row and write RESULTS.md."""
+    torch.set_num_threads(2)
+    p = build()
+    rows: list[list[str]] = []
+    cmp_torch = [*BNCHECK, "compare", str(p["r18"]), "--allow-pickle", "--data", str(p["x"]),
+                 "--batch-size", str(BS), "--train-batch-size", str(TRAIN_BS), "--format", "json"]
+    base_torch = [*BASE, "torch-eval", str(p["r18"]), str(p["x"]), str(BS)]
+    a, b = median_pair(cmp_torch, base_torch)
+    row(rows, "`compare` wall time, torch (ResNet-18 layout, 20 BN, 256x3x32x32)",
+        f"plain eval forward, whole process: {b:.2f} s", f"{a:.2f} s", a / b, "<= 3.0x", a / b <= 3.0)
+    import json
+
+    passes = json.loads(subprocess.run(cmp_torch, cwd=ROOT, capture_output=True, text=True,
+                                       check=False).stdout)["forward_passes"]
+    plain, tapped = taps_overhead(p)
+    row(rows, f"taps overhead (same passes with vs without; compare makes {passes} passes)",
+        f"no taps: {plain:.2f} s", f"taps: {tapped:.2f} s", tapped / plain, "<= 1.10x",
+        tapped / plain <= 1.10)
+    cmp_onnx = [*BNCHECK, "compare", str(p["r18_onnx"]), "--data", str(p["x"]), "--batch-size", str(BS),
+                "--train-batch-size", str(TRAIN_BS), "--format", "json"]
+    base_onnx = [*BASE, "ort-eval", str(p["r18_onnx"]), str(p["x"]), str(BS)]
+    a, b = median_pair(cmp_onnx, base_onnx)
+    row(rows, "`compare` wall time, ONNX", f"plain onnxruntime inference: {b:.2f} s", f"{a:.2f} s",
+        a / b, "<= 3.0x", a / b <= 3.0)
+    m1 = peak_rss_mb(cmp_onnx)
+    m4 = peak_rss_mb([*cmp_onnx[:4], str(p["x4"]), *cmp_onnx[5:]])
+    row(rows, "peak memory of `compare` (ONNX) at 4x the samples", f"1x: {m1:.0f} MiB",
+        f"4x: {m4:.0f} MiB", m4 / m1, "<= 1.10x", m4 / m1 <= 1.10)
+    out = WORK / "recal.pt"
+    recal = [*BNCHECK, "rewrite", str(p["r18"]), "--allow-pickle", "--mode", "recalibrate", "-o",
+             str(out), "--data", str(p["x"]), "--batch-size", str(BS), "--force"]
+    base_recal = [*BASE, "update-bn", str(p["r18"]), str(p["x"]), str(BS), str(WORK / "swa.pt")]
+    a, b = median_pair(recal, base_recal)
+    ours_err, swa_err = stats_errors(p)
+    row(rows, "`rewrite --mode recalibrate` wall time", f"update_bn + save: {b:.2f} s", f"{a:.2f} s",
+        a / b, "<= 1.5x", a / b <= 1.5)
+    row(rows, "recalibrated stats, max rel. error vs exact float64 (first BN)",
+        f"update_bn: {swa_err:.2e}", f"bncheck: {ours_err:.2e}", None, "lower than update_bn",
+        ours_err < swa_err)
+    rewritten = {"original": p["r18_onnx"]}
+    for mode in ("fold", "instance-norm", "batch-stats"):
+        dst = WORK / f"r18-{mode}.onnx"
+        subprocess.run([*BNCHECK, "rewrite", str(p["r18_onnx"]), "--mode", mode, "-o", str(dst),
+                        "--data", str(p["x"]), "--force"], cwd=ROOT, check=True, capture_output=True)
+        rewritten[mode] = dst
+    lat = ort_latency(rewritten)
+    for mode, target in (("fold", 1.0), ("instance-norm", 1.15), ("batch-stats", 1.35)):
+        r = lat[mode] / lat["original"]
+        row(rows, f"onnxruntime latency, batch 8, {mode}", f"original: {lat['original']:.2f} ms",
+            f"{lat[mode]:.2f} ms", r, f"<= {target:.2f}x", r <= target + 0.02)
+    a, b = median_pair([*BNCHECK, "--help"], [PY, "-c", "pass"])
+    row(rows, "`bncheck --help`", f"`python -c pass`: {b:.3f} s", f"{a:.3f} s", None, "<= 0.3 s",
+        a <= 0.3)
+    a, b = median_pair([*BNCHECK, "inspect", str(p["r18_onnx"])], [PY, "-c", "import onnx"])
+    row(rows, "`inspect` of an ONNX file", f"`import onnx`: {b:.3f} s", f"{a:.3f} s (+{a - b:.3f} s)",
+        None, "<= +0.3 s", a - b <= 0.3)
+    size = p["r50"].stat().st_size / 2**20
+    a, b = median_pair([*BNCHECK, "inspect", str(p["r50"])], [*BASE, "torch-load", str(p["r50"])])
+    row(rows, f"`inspect` of a {size:.0f} MiB state_dict (ResNet-50 size)", f"torch.load: {b:.2f} s",
+        f"{a:.2f} s", a / b, "<= 1.5x", a / b <= 1.5)
+    write(rows)
+
+
+def write(rows: list[list[str]]) -> None:
+    """RESULTS.md with the machine it ran on."""
+    import onnxruntime
+
+    head = ["figure", "baseline", "bncheck", "ratio", "target", "met"]
+    lines = [
+        "# bncheck benchmarks",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
+        f"{platform.release()}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}. Medians of {REPEATS} runs; ratios are within one run. "
+        "Wall times are whole processes (start-up and imports included). Regenerate with `make bench`.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
+    print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,11 +17,12 @@ def test_population_and_per_sample_moments_match_numpy() -> None:
     flat = x64.transpose(1, 0, 2, 3).reshape(5, -1)
     assert acc.population.mean is not None
     np.testing.assert_allclose(acc.population.mean, flat.mean(1), rtol=1e-12)
-    np.testing.assert_allclose(acc.population.var, flat.var(1), rtol=1e-10)
-    np.testing.assert_allclose(acc.population.var_unbiased, flat.var(1, ddof=1), rtol=1e-10)
+    # Squares are taken in the input's float32 (one rounding each), sums in float64.
+    np.testing.assert_allclose(acc.population.var, flat.var(1), rtol=1e-7)
+    np.testing.assert_allclose(acc.population.var_unbiased, flat.var(1, ddof=1), rtol=1e-7)
     per_sample_mean = x64.mean((2, 3))
     np.testing.assert_allclose(acc.between_var, per_sample_mean.var(0), rtol=1e-10)
-    np.testing.assert_allclose(acc.within_var, x64.var((2, 3)).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(acc.within_var, x64.var((2, 3)).mean(0), rtol=1e-7)
 
 
 def test_merge_is_exact_for_large_offsets() -> None:

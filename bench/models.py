@@ -89,8 +89,14 @@ def resnet50() -> nn.Module:
 
 def trained_stats(model: nn.Module, x: torch.Tensor, steps: int = 3) -> nn.Module:
     """Give the BN layers realistic running stats (a few train-mode passes, no weight updates)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # a cumulative average: converged after a few passes
     model.train()
     with torch.no_grad():
-        for _ in range(steps):
-            model(x)
+        for s in range(steps):
+            model(x[s::steps])
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
     return model.eval()

@@ -22,6 +22,7 @@ from bncheck.core.options import RewriteMode
 from bncheck.core.outputs import OutputStore
 from bncheck.core.progress import NoProgress, Progress
 from bncheck.core.taps import TapCollector
+from bncheck.core.tolerance import tolerance_for
 
 SEED = 0
 MAX_CLASSES = 1000
@@ -119,6 +120,13 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                                                           n_used)}
     eval_store.close()
     noise = _noise_floor(runner, ref_model, ref, b, n_used)
+    if cands["eval"].mean <= tolerance_for(noise.mean):
+        # Eval mode already behaves as trained: no fix to choose, so no candidate runs.
+        notes.append("eval mode is within tolerance: the candidate fixes were not run")
+        ref.close()
+        return Comparison(n, n_used, batch_size, train, noise, cands,
+                          _reports(layers, order, spatial, eval_taps, ref_taps, b), runner.passes,
+                          notes, len(layers))
 
     population = {name: acc.population for name, acc in ref_taps.acc.items()}
     cands["recalibrate"] = runner.candidate(model, RewriteMode.RECALIBRATE, population, ref,
@@ -136,14 +144,19 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         cands["batch-stats"] = runner.candidate(model, RewriteMode.BATCH_STATS, None, ref,
                                                 batch_size, n_used)
     ref.close()
-    reports = [
+    return Comparison(n, n_used, batch_size, train, noise, cands,
+                      _reports(layers, order, spatial, eval_taps, ref_taps, b), runner.passes,
+                      notes, len(layers))
+
+
+def _reports(layers: dict[str, NormLayer], order: list[str], spatial: dict[str, bool],
+             eval_taps: TapCollector, ref_taps: TapCollector, b: int) -> list[LayerReport]:
+    return [
         LayerReport(layers[name], i, spatial[name],
                     divergence(layers[name], eval_taps.acc[name], b),
                     divergence(layers[name], ref_taps.acc[name], b))
         for i, name in enumerate(order) if name in ref_taps.acc
     ]
-    return Comparison(n, n_used, batch_size, train, noise, cands, reports, runner.passes, notes,
-                      len(layers))
 
 
 def _noise_floor(runner: _Runner, ref_model: Model, ref: OutputStore, b: int,

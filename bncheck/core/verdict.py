@@ -9,11 +9,8 @@ from bncheck.core.compare import Comparison, Discrepancy
 from bncheck.core.diagnosis import KL_ERROR, KL_WARN
 from bncheck.core.findings import Finding
 from bncheck.core.options import Severity
+from bncheck.core.tolerance import tolerance_for
 
-# Relative L2 below which two runs count as the same function whatever the noise floor: float
-# rounding and harmless re-batching noise stay well under it.
-ABS_TOLERANCE = 0.05
-FLOOR_FACTOR = 2.0
 # Batch-independent fixes first, then the least invasive (DESIGN.md §2).
 PREFERENCE = ("recalibrate", "instance-norm", "batch-stats")
 
@@ -37,8 +34,7 @@ class Verdict:
 
 def tolerance(c: Comparison) -> float:
     """How far from the reference still counts as behaving as trained."""
-    floor = c.noise_floor.mean if c.noise_floor is not None else 0.0
-    return max(FLOOR_FACTOR * floor, ABS_TOLERANCE)
+    return tolerance_for(c.noise_floor.mean if c.noise_floor is not None else 0.0)
 
 
 def decide(c: Comparison) -> Verdict:
@@ -56,6 +52,8 @@ def decide(c: Comparison) -> Verdict:
     if ev.mean <= tol:
         return Verdict("ok", "none", f"{figures}: within tolerance, no fix needed", tol, first)
     fixes = [c.candidates[m] for m in PREFERENCE if m in c.candidates]
+    if not fixes:
+        return Verdict("mismatch", "none", f"{figures}. No candidate was run.", tol, first)
     within = [d for d in fixes if d.mean <= tol]
     best = within[0] if within else min(fixes, key=lambda d: d.mean)
     others = ", ".join(f"{d.name} {_f(d.mean)}" for d in fixes if d is not best)

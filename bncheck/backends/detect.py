@@ -20,11 +20,6 @@ class ModelFormat(StrEnum):
     TORCH_SAVE = "torch-save"  # state_dict, nested checkpoint or pickled nn.Module
     SAFETENSORS = "safetensors"
 
-    @property
-    def is_torch(self) -> bool:
-        """Whether reading it needs torch."""
-        return self is not ModelFormat.ONNX
-
 
 _PICKLE_PROTOCOL_BYTE = 0x80
 

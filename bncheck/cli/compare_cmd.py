@@ -50,17 +50,17 @@ def compare(
 ) -> None:
     """Compare running statistics with batch and per-sample statistics on real inputs.
 
-    The reference is the model as trained: BatchNorm on batch statistics at the training batch
-    size. eval mode and each fix (recalibrate, instance-norm, batch-stats) are measured against
-    it; re-batching the reference gives the noise floor.
+    The reference is the model as trained: BatchNorm on batch statistics at the
+    training batch size. Eval mode, and each fix when eval is off, are measured
+    against it; re-batching the reference gives the noise floor.
 
     Examples:
 
         bncheck compare generator.pt --data samples/
 
-        bncheck compare model.onnx --data inputs.npy --train-batch-size 1 --format json
+        bncheck compare model.onnx --data x.npy --train-batch-size 1 --format json
 
-        bncheck compare weights.pth --arch mypkg.models:unet --data x.npz --plot report.png
+        bncheck compare w.pth --arch pkg.models:unet --data x.npz --plot r.png
     """
     from bncheck.backends.base import load_model
     from bncheck.cli.common import image_options

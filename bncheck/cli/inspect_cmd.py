@@ -17,6 +17,8 @@ def inspect(
 ) -> None:
     """List every normalization layer and the problems visible without data.
 
+    Reads only the weights: no sample data, no forward pass.
+
     Examples:
 
         bncheck inspect model.pt

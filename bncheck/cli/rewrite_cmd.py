@@ -54,12 +54,14 @@ def rewrite(
 ) -> None:
     """Rewrite the model's normalization and export it, verified on sample data.
 
+    The input is never modified; OUT is written atomically, only after the
+    rewritten model passed its checks, and never replaced without --force.
+
     Examples:
 
-        bncheck rewrite generator.pt --mode instance-norm -o fixed.onnx --data samples/
+        bncheck rewrite gen.pt --mode instance-norm -o fixed.onnx --data samples/
 
-        bncheck rewrite model.pth --arch mypkg.models:resnet --mode recalibrate -o new.pth \\
-            --data target_domain.npy
+        bncheck rewrite w.pth --arch pkg.models:resnet --mode recalibrate -o new.pth --data target.npy
 
         bncheck rewrite model.onnx --mode recalibrate,fold -o deploy.onnx --data x.npy
     """
@@ -67,6 +69,7 @@ def rewrite(
     from bncheck.backends.detect import detect_format
     from bncheck.cli.common import image_options, ints
     from bncheck.report.console import stdout_console
+    from bncheck.report.progress import RichProgress, progress_for
     from bncheck.report.rewrite_text import render_rewrite
     from bncheck.rewrite.atomic import check_destination
     from bncheck.rewrite.matrix import check_output, parse_modes
@@ -80,7 +83,13 @@ def rewrite(
     shape = ints(input_shape, "--input-shape") if input_shape else None
     image = image_options(image_size, mean, std)
     loaded = load_model(model, allow_pickle=allow_pickle, arch=arch, device=device)
-    report = run_rewrite(loaded, modes, output, data=data, image=image, limit=limit,
-                         batch_size=batch_size, input_shape=shape, allow_pickle=allow_pickle)
+    progress = progress_for(json_output=False)
+    try:
+        report = run_rewrite(loaded, modes, output, data=data, image=image, limit=limit,
+                             batch_size=batch_size, input_shape=shape, allow_pickle=allow_pickle,
+                             progress=progress)
+    finally:
+        if isinstance(progress, RichProgress):
+            progress.close()
     render_rewrite(report, stdout_console())
     raise typer.Exit(0 if report.ok else 1)

@@ -15,11 +15,6 @@ def stdout_console(width: int | None = None) -> Console:
                    highlight=False, soft_wrap=False)
 
 
-def stderr_console() -> Console:
-    """Console for progress and notes."""
-    return Console(file=sys.stderr, highlight=False)
-
-
 SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": "cyan"}
 
 

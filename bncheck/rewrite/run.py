@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,6 @@ class RewriteReport:
     checks: list[Check]
     verified_on: str
     written: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -32,7 +32,6 @@ class Checkpoint:
     container: Any = None
     key_path: tuple[str, ...] = ()
     prefix: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
     def rebuilt(self, new_state: Mapping[str, torch.Tensor]) -> Any:
         """The original container with the state_dict values replaced by ``new_state``."""

@@ -71,7 +71,6 @@ class Comparison:
     layers: list[LayerReport]
     forward_passes: int
     notes: list[str]
-    stat_layers: int
 
 
 def needs_stats(layer: NormLayer) -> bool:
@@ -86,15 +85,14 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     layers = {layer.name: layer for layer in model.layers() if needs_stats(layer)}
     n = len(src)
     notes: list[str] = []
+    if not layers:
+        return Comparison(n, n, batch_size, BatchSizeEstimate(batch_size, "option", "unused"),
+                          None, {}, [], 0,
+                          ["no layer normalizes with running statistics: eval mode is the "
+                           "trained behaviour"])
     runner = _Runner(src, progress)
     eval_taps = TapCollector()
     eval_store = runner.run(model, "eval", batch_size, n, taps=list(layers), on_tap=eval_taps)
-    if not layers:
-        eval_store.close()
-        return Comparison(n, n, batch_size, BatchSizeEstimate(batch_size, "option", "unused"),
-                          None, {}, [], runner.passes,
-                          ["no layer normalizes with running statistics: eval mode is the "
-                           "trained behaviour"], 0)
     order = [name for name in eval_taps.order if name in layers]
     spatial = {name: eval_taps.acc[name].spatial > 1 for name in order}
     if train_batch_size is not None:
@@ -126,7 +124,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         ref.close()
         return Comparison(n, n_used, batch_size, train, noise, cands,
                           _reports(layers, order, spatial, eval_taps, ref_taps, b), runner.passes,
-                          notes, len(layers))
+                          notes)
 
     population = {name: acc.population for name, acc in ref_taps.acc.items()}
     cands["recalibrate"] = runner.candidate(model, RewriteMode.RECALIBRATE, population, ref,
@@ -146,7 +144,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     ref.close()
     return Comparison(n, n_used, batch_size, train, noise, cands,
                       _reports(layers, order, spatial, eval_taps, ref_taps, b), runner.passes,
-                      notes, len(layers))
+                      notes)
 
 
 def _reports(layers: dict[str, NormLayer], order: list[str], spatial: dict[str, bool],

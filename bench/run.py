@@ -162,7 +162,7 @@ def ort_latency(paths: dict[str, Path]) -> dict[str, float]:
     for s in sessions.values():
         for _ in range(10):
             s.run(None, {"input": x})
-    for _ in range(max(REPEATS, 5) * 20):
+    for _ in range(max(REPEATS, 5) * 40):
         for k, s in sessions.items():
             t = time.perf_counter()
             s.run(None, {"input": x})

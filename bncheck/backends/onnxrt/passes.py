@@ -120,6 +120,8 @@ class _Editor:
                 [x, self._const(f"{p}.gamma", gamma.astype(dt)), self._const(f"{p}.beta", beta.astype(dt))],
                 [y], epsilon=eps, name=f"{p}/InstanceNormalization")]
             return []
+        # y = (x - mean) * (gamma / sqrt(var + eps)) + beta: the scale is computed on the small
+        # per-channel tensor, so only Sub, Mul, Mul, Add touch every element.
         nodes = [
             self._reduce_mean(x, f"{p}.mean", axes, name=f"{p}/ReduceMean"),
             helper.make_node("Sub", [x, f"{p}.mean"], [f"{p}.centered"], name=f"{p}/Sub"),
@@ -129,11 +131,10 @@ class _Editor:
             helper.make_node("Add", [f"{p}.var", self._const(f"{p}.eps", np.array(eps, dt))],
                              [f"{p}.var_eps"], name=f"{p}/AddEps"),
             helper.make_node("Sqrt", [f"{p}.var_eps"], [f"{p}.std"], name=f"{p}/Sqrt"),
-            helper.make_node("Div", [f"{p}.centered", f"{p}.std"], [f"{p}.normed"],
-                             name=f"{p}/Div"),
-            helper.make_node("Mul", [f"{p}.normed",
-                                     self._const(f"{p}.gamma", gamma.astype(dt).reshape(bshape))],
-                             [f"{p}.scaled"], name=f"{p}/Scale"),
+            helper.make_node("Div", [self._const(f"{p}.gamma", gamma.astype(dt).reshape(bshape)),
+                                     f"{p}.std"], [f"{p}.scale"], name=f"{p}/Scale"),
+            helper.make_node("Mul", [f"{p}.centered", f"{p}.scale"], [f"{p}.scaled"],
+                             name=f"{p}/Normalize"),
             helper.make_node("Add", [f"{p}.scaled",
                                      self._const(f"{p}.beta", beta.astype(dt).reshape(bshape))],
                              [y], name=f"{p}/Shift"),

@@ -50,8 +50,9 @@ class StatNorm(nn.Module):
         centered = x - mean
         var = (centered * centered).mean(dims, keepdim=True)
         shape = _shape(x)
-        return centered / torch.sqrt(var + self.eps) * self.gamma.view(shape) + \
-            self.beta.view(shape)
+        # The scale is computed per channel, so only four ops touch every element.
+        scale = self.gamma.view(shape) / torch.sqrt(var + self.eps)
+        return centered * scale + self.beta.view(shape)
 
 
 class ScaleShift(nn.Module):

@@ -68,7 +68,7 @@ class Model(Protocol):
         ...
 
     def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
-        """Write to ``path`` (format by suffix); BncheckError when that format cannot hold it."""
+        """Write to ``path``, format by suffix, as vetted by ``rewrite.matrix.check_output``."""
         ...
 
 

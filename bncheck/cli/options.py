@@ -10,6 +10,7 @@ import typer
 from bncheck.core.options import Device, FailOn, OutputFormat
 
 ModelArg = Annotated[Path, typer.Argument(
+    metavar="MODEL",
     help="Model file: .onnx, TorchScript, torch.export .pt2, state_dict/checkpoint (.pt/.pth), "
          ".safetensors, or a pickled nn.Module (with --allow-pickle).",
     show_default=False)]

@@ -19,8 +19,6 @@ from bncheck.core.layers import NormLayer
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
 
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-
 
 def resolve_device(device: Device) -> torch.device:
     """``auto`` picks CUDA when present; ``cuda`` without a GPU is a user error."""
@@ -46,19 +44,17 @@ def load_torch_model(path: Path, fmt: ModelFormat, *, allow_pickle: bool, arch: 
 
 
 class TorchModel:
-    """A torch model; passes return new TorchModels and remember which modes were applied."""
+    """A torch model; passes return new TorchModels."""
 
     backend = "torch"
 
     def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
-                 checkpoint: Checkpoint | None, device: torch.device,
-                 modes: tuple[RewriteMode, ...] = ()) -> None:
+                 checkpoint: Checkpoint | None, device: torch.device) -> None:
         self.path = path
         self.format = fmt
         self.module = None if module is None else module.to(device).eval()
         self.checkpoint = checkpoint
         self.device = device
-        self.modes = modes
         self._ranks: dict[str, int] = {}
         self._input_shapes: list[tuple[int, ...]] = []
 
@@ -138,14 +134,16 @@ class TorchModel:
         """Apply one pass to a copy of the module."""
         assert self.module is not None
         module, notes = apply_pass(self.module, mode, stats, self._ranks)
-        new = TorchModel(self.path, self.format, module, self.checkpoint, self.device,
-                         (*self.modes, mode))
+        new = TorchModel(self.path, self.format, module, self.checkpoint, self.device)
         new._ranks = dict(self._ranks)
         new._input_shapes = list(self._input_shapes)
         return PassResult(new, notes)
 
     def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
-        """Write by suffix: .onnx, .pt2, or a checkpoint shaped like the input file."""
+        """Write by suffix: .onnx, .pt2, else a checkpoint shaped like the input file.
+
+        The caller has vetted the suffix against the input and modes (rewrite.matrix).
+        """
         assert self.module is not None
         suffix = path.suffix.lower()
         module = self.module.to("cpu").eval()
@@ -157,39 +155,22 @@ class TorchModel:
                 onnx.save(to_onnx_proto(module, tensors, _input_names(len(tensors))), str(path))
             elif suffix == ".pt2":
                 save_pt2(module, tensors, path)
-            elif suffix in (*_CHECKPOINT_SUFFIXES, ".safetensors"):
-                self._save_checkpoint(module, path)
             else:
-                raise BncheckError(f"{path}: unknown output suffix {suffix!r}; use .onnx, .pt2, "
-                                   ".pt/.pth or .safetensors")
+                self._save_checkpoint(module, path)
         finally:
             self.module.to(self.device)
 
     def _save_checkpoint(self, module: nn.Module, path: Path) -> None:
-        kept = all(m is RewriteMode.RECALIBRATE for m in self.modes)
-        if not kept:
-            raise BncheckError(
-                f"{path}: a checkpoint keeps the original architecture, which "
-                f"{'/'.join(m.value for m in self.modes)} changes; write .onnx or .pt2 instead"
-            )
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        if path.suffix.lower() == ".safetensors":
-            if self.format is not ModelFormat.SAFETENSORS:
-                raise BncheckError(f"{path}: .safetensors output needs a .safetensors input; "
-                                   "use .pt/.pth")
+        if self.checkpoint is None:
+            torch.save(module, str(path))  # the input was a pickled module; keep it one
+        elif path.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
 
-            assert self.checkpoint is not None
             save_file({k: t.contiguous() for k, t in self.checkpoint.rebuilt(state).items()},
                       str(path))
-        elif self.checkpoint is not None:
-            torch.save(self.checkpoint.rebuilt(state), str(path))
-        elif self.format is ModelFormat.TORCH_SAVE:
-            torch.save(module, str(path))  # the input was a pickled module; keep it one
         else:
-            raise BncheckError(f"{path}: a {self.format.value} input cannot become a .pt "
-                               "checkpoint; write .pt2 or .onnx instead")
-
+            torch.save(self.checkpoint.rebuilt(state), str(path))
 
 
 def _input_names(n: int) -> list[str]:

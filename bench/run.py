@@ -248,7 +248,8 @@ NOTES = """
   two-pass variance (deviations from the sample mean, squared, summed with float64 accumulation),
   merged as (count, mean, M2). That costs about 4.5 ns per element on one core here; the ResNet-18
   layout at width 32 produces about 9.5 M BN-input elements per batch of 32 (43 ms of reductions)
-  while its convolutions are cheap (76 ms per batch), so the reductions add about half a pass. Reductions in float32 on both cores
+  while its convolutions are cheap (76 ms per batch), so the reductions add about half a pass. Reductions
+  in float32 on both cores
   measured 5x faster (1.8 ms vs 8.9 ms for 2 M elements) but lose the float64 guarantee (1e-5
   relative error on offset data), so bncheck keeps float64. What would reach 10%: wider or deeper
   models (more arithmetic per activation element), or running the reductions where the

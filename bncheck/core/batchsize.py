@@ -25,7 +25,7 @@ class BatchSizeEstimate:
     """The training batch size used for the reference, and how it was obtained."""
 
     value: int
-    source: str  # option | estimated | assumed
+    source: str  # option | estimated | assumed | unused
     detail: str
 
     def to_json(self) -> dict[str, object]:

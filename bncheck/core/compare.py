@@ -86,8 +86,8 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     n = len(src)
     notes: list[str] = []
     if not layers:
-        return Comparison(n, n, batch_size, BatchSizeEstimate(batch_size, "unused", "no batch-dependent layer"),
-                          None, {}, [], 0,
+        unused = BatchSizeEstimate(batch_size, "unused", "no batch-dependent layer")
+        return Comparison(n, n, batch_size, unused, None, {}, [], 0,
                           ["no layer normalizes with running statistics: eval mode is the "
                            "trained behaviour"])
     runner = _Runner(src, progress)

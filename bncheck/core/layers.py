@@ -18,6 +18,10 @@ class Family(StrEnum):
     RMS = "rms"
 
 
+# What a pass says of a BatchNorm on (N, C): no spatial dims, so it stays on running stats.
+KEPT_2D = "input (N, C) has no spatial dims; kept on running stats"
+
+
 @dataclass(frozen=True)
 class NormLayer:
     """One normalization layer as found in a model, with its statistics as float64 arrays.

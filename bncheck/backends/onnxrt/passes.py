@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 from bncheck.backends.onnxrt.graph import Constants, attr, opset
 from bncheck.backends.onnxrt.layers import layer_name
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
+from bncheck.core.layers import KEPT_2D
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
 from bncheck.errors import BncheckError
@@ -104,7 +105,7 @@ class _Editor:
         if rank < 2:
             raise BncheckError(f"layer {name}: BatchNormalization input of rank {rank}")
         if rank == 2 and mode is not RewriteMode.REFERENCE:
-            return [f"{name}: input (N, C) has no spatial dims; kept on running stats"]
+            return [f"{name}: {KEPT_2D}"]
         per_sample = mode is RewriteMode.INSTANCE_NORM
         axes = list(range(2, rank)) if per_sample else [0, *range(2, rank)]
         gamma, beta, _, _ = self._params(node, name)

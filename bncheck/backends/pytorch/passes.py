@@ -12,7 +12,7 @@ from torch import fx, nn
 from bncheck.backends.pytorch.layers import family_of, is_frozen_bn
 from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
-from bncheck.core.layers import Family
+from bncheck.core.layers import KEPT_2D, Family
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
 from bncheck.errors import BncheckError
@@ -64,7 +64,7 @@ def apply_pass(model: nn.Module, mode: RewriteMode, stats: Stats | None,
         per_sample = mode is RewriteMode.INSTANCE_NORM or family_of(m) is Family.INSTANCE
         keep_2d = mode is not RewriteMode.REFERENCE
         if rank == 2 and keep_2d:
-            notes.append(f"{name}: input (N, C) has no spatial dims; kept on running stats")
+            notes.append(f"{name}: {KEPT_2D}")
         new.set_submodule(name, _stat_norm(m, per_sample, keep_2d))
     return new, notes
 

@@ -116,3 +116,15 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
 
     r = CliRunner().invoke(app, ["inspect", "missing.pt"], env={"BNCHECK_DEBUG": "1"})
     assert isinstance(r.exception, BncheckError)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "full"])
+def test_cuda_without_a_gpu_is_a_usage_error(fmt: str) -> None:
+    import onnxruntime
+    import torch
+
+    if torch.cuda.is_available() or "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has a GPU")
+    r = cli("compare", model_path("digits", fmt), "--allow-pickle", "--data", "fixtures/data/digits_x.npy",
+            "--device", "cuda")
+    _one_line_error(r, "--device cuda")

@@ -43,7 +43,9 @@ class OnnxModel:
 
     @classmethod
     def load(cls, path: Path, device: Device = Device.CPU) -> OnnxModel:
-        """Read an .onnx file."""
+        """Read an .onnx file (and check the device before any work)."""
+        if device is not Device.CPU:
+            _providers(device)  # imports onnxruntime, which a plain inspect never needs
         return cls(load_proto(path), path, device)
 
     def layers(self) -> list[NormLayer]:
@@ -91,12 +93,7 @@ class OnnxModel:
             for t in taps:
                 if t not in existing:
                     proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-        providers = ["CPUExecutionProvider"]
-        if self.device is not Device.CPU and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        elif self.device is Device.CUDA:
-            raise BncheckError("--device cuda: onnxruntime has no CUDA provider here "
-                               "(install onnxruntime-gpu) ")
+        providers = _providers(self.device)
         try:
             sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -163,6 +160,18 @@ class OnnxModel:
         proto.CopyFrom(ensure_opset(self.proto))
         _dynamic_batch(proto)
         onnx.save(proto, str(path))
+
+
+def _providers(device: Device) -> list[str]:
+    """onnxruntime providers for ``device``; CUDA first when asked for and present."""
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device is Device.CUDA and not cuda:
+        raise BncheckError("--device cuda: onnxruntime has no CUDA provider here "
+                           "(install onnxruntime-gpu, or use --device cpu)")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda and device is not Device.CPU \
+        else ["CPUExecutionProvider"]
 
 
 def _dynamic_batch(proto: onnx.ModelProto) -> None:

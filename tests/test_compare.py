@@ -172,7 +172,7 @@ def test_text_report_and_plot(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_fail_on_and_image_folder() -> None:
+def test_image_folder_feeds_a_pt2_model() -> None:
     r = cli("compare", model_path("digits", "pt2"), "--data", DATA / "digits_png", "--format", "json")
     assert r.code == 0, r.err
     assert r.json()["samples"]["total"] == 32

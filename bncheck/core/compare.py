@@ -93,7 +93,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     runner = _Runner(src, progress)
     eval_taps = TapCollector()
     eval_store = runner.run(model, "eval", batch_size, n, taps=list(layers), on_tap=eval_taps)
-    order = [name for name in eval_taps.order if name in layers]
+    order = eval_taps.order
     spatial = {name: eval_taps.acc[name].spatial > 1 for name in order}
     if train_batch_size is not None:
         train = BatchSizeEstimate(train_batch_size, "option", "from --train-batch-size")
@@ -121,40 +121,39 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     if cands["eval"].mean <= tolerance_for(noise.mean):
         # Eval mode already behaves as trained: no fix to choose, so no candidate runs.
         notes.append("eval mode is within tolerance: the candidate fixes were not run")
-        ref.close()
-        return Comparison(n, n_used, batch_size, train, noise, cands,
-                          _reports(layers, order, spatial, eval_taps, ref_taps, b), runner.passes,
-                          notes)
+    else:
+        population = {name: acc.population for name, acc in ref_taps.acc.items()}
+        cands.update(_candidates(runner, model, ref, population, spatial, batch_size, b, n_used,
+                                 cands["eval"], notes))
+    ref.close()
+    reports = [
+        LayerReport(layers[name], i, spatial[name],
+                    divergence(layers[name], eval_taps.acc[name], b),
+                    divergence(layers[name], ref_taps.acc[name], b))
+        for i, name in enumerate(order)
+    ]
+    return Comparison(n, n_used, batch_size, train, noise, cands, reports, runner.passes, notes)
 
-    population = {name: acc.population for name, acc in ref_taps.acc.items()}
-    cands["recalibrate"] = runner.candidate(model, RewriteMode.RECALIBRATE, population, ref,
-                                            batch_size, n_used)
+
+def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dict[str, Moments],
+                spatial: dict[str, bool], batch_size: int, b: int, n_used: int,
+                eval_run: Discrepancy, notes: list[str]) -> dict[str, Discrepancy]:
+    """Each fix, run and measured against the reference."""
+    out = {"recalibrate": runner.candidate(model, RewriteMode.RECALIBRATE, population, ref,
+                                           batch_size, n_used)}
     if any(spatial.values()):
-        cands["instance-norm"] = runner.candidate(model, RewriteMode.INSTANCE_NORM, None, ref,
-                                                  batch_size, n_used)
+        out["instance-norm"] = runner.candidate(model, RewriteMode.INSTANCE_NORM, None, ref,
+                                                batch_size, n_used)
     else:
         notes.append("no batch-dependent layer has spatial dims: instance-norm does not apply")
     if batch_size == b and all(spatial.values()):
         # Identical to the reference by construction: same graph, same batches.
-        agreement = None if cands["eval"].argmax_agreement is None else 1.0
-        cands["batch-stats"] = Discrepancy("batch-stats", b, 0.0, 0.0, 0.0, agreement)
+        agreement = None if eval_run.argmax_agreement is None else 1.0
+        out["batch-stats"] = Discrepancy("batch-stats", b, 0.0, 0.0, 0.0, agreement)
     else:
-        cands["batch-stats"] = runner.candidate(model, RewriteMode.BATCH_STATS, None, ref,
-                                                batch_size, n_used)
-    ref.close()
-    return Comparison(n, n_used, batch_size, train, noise, cands,
-                      _reports(layers, order, spatial, eval_taps, ref_taps, b), runner.passes,
-                      notes)
-
-
-def _reports(layers: dict[str, NormLayer], order: list[str], spatial: dict[str, bool],
-             eval_taps: TapCollector, ref_taps: TapCollector, b: int) -> list[LayerReport]:
-    return [
-        LayerReport(layers[name], i, spatial[name],
-                    divergence(layers[name], eval_taps.acc[name], b),
-                    divergence(layers[name], ref_taps.acc[name], b))
-        for i, name in enumerate(order) if name in ref_taps.acc
-    ]
+        out["batch-stats"] = runner.candidate(model, RewriteMode.BATCH_STATS, None, ref,
+                                              batch_size, n_used)
+    return out
 
 
 def _noise_floor(runner: _Runner, ref_model: Model, ref: OutputStore, b: int,

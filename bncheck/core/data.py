@@ -103,8 +103,10 @@ def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequen
     if path.is_dir():
         src: SampleSource = _image_folder(path, input_shapes, image)
     else:
-        src = ArraySource(_arrays(path, input_names), path)
-        _check_finite(src, path)
+        arrays = ArraySource(_arrays(path, input_names), path)
+        # Only the samples --limit keeps are ever read; only they need scanning.
+        _check_finite(arrays, path, len(arrays) if limit is None else min(limit, len(arrays)))
+        src = arrays
     if len(src) == 0:
         raise BncheckError(f"--data {path}: holds no samples")
     if limit is not None:
@@ -185,29 +187,30 @@ def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
     if size is None and len(shape) == 4 and shape[2] and shape[3]:
         size = (int(shape[2]), int(shape[3]))
     if size is None:
-        with _open_first(files[0]) as first:
-            size = (first.size[1], first.size[0])
+        size = _image_size(files[0])
     if len(opts.mean) not in (1, channels) or len(opts.std) not in (1, channels):
         raise BncheckError(f"--mean/--std need 1 or {channels} values")
     return ImageSource(files, int(channels), size, opts)
 
 
-def _open_first(f: Path):  # type: ignore[no-untyped-def]
+def _image_size(f: Path) -> tuple[int, int]:
+    """(height, width) of an image file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(f)
+        with Image.open(f) as im:
+            return im.size[1], im.size[0]
     except (UnidentifiedImageError, OSError) as e:
         raise BncheckError(f"{f}: cannot read this image ({e})") from e
 
 
-def _check_finite(src: ArraySource, path: Path) -> None:
+def _check_finite(src: ArraySource, path: Path, n: int) -> None:
     for k, a in enumerate(src.arrays):
         if np.issubdtype(a.dtype, np.integer):
             continue
         bad, first = 0, None
-        for start in range(0, a.shape[0], _NAN_SCAN_CHUNK):
-            block = np.asarray(a[start:start + _NAN_SCAN_CHUNK])
+        for start in range(0, n, _NAN_SCAN_CHUNK):
+            block = np.asarray(a[start:min(n, start + _NAN_SCAN_CHUNK)])
             mask = ~np.isfinite(block)
             if mask.any():
                 bad += int(mask.sum())

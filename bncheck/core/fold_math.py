@@ -6,6 +6,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from bncheck.errors import BncheckError
+
 
 class FoldTarget(StrEnum):
     """Op kinds a BN can fold into, by where their output channel sits in the weight."""
@@ -15,9 +17,12 @@ class FoldTarget(StrEnum):
     LINEAR = "linear"  # weight (out, in)
 
 
-def bn_scale_shift(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
-                   eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode BN as ``y = x * scale + shift``."""
+def bn_scale_shift(layer: str, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+                   var: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BN as ``y = x * scale + shift``; refuses statistics that cannot be folded."""
+    if not all(np.isfinite(a).all() for a in (gamma, beta, mean, var)) or (var < 0).any():
+        raise BncheckError(f"cannot fold layer {layer}: its statistics are NaN/Inf or negative; "
+                           "recalibrate first (--mode recalibrate,fold)")
     scale = gamma / np.sqrt(var + eps)
     return scale, beta - mean * scale
 

@@ -69,17 +69,17 @@ class NormLayer:
             "affine": self.affine,
             "track_running_stats": self.tracks_running_stats,
             "num_batches_tracked": self.num_batches_tracked,
-            "running_mean": _range(self.running_mean),
-            "running_var": _range(self.running_var),
+            "running_mean": finite_range(self.running_mean),
+            "running_var": finite_range(self.running_var),
         }
 
 
-def _range(a: np.ndarray | None) -> list[float] | None:
-    if a is None or a.size == 0:
+def finite_range(a: np.ndarray | None) -> list[float] | None:
+    """[min, max] over the finite values of ``a``; None when there are none."""
+    if a is None:
         return None
-    with np.errstate(invalid="ignore"):
-        return [float(np.nanmin(a)) if np.isfinite(a).any() else float("nan"),
-                float(np.nanmax(a)) if np.isfinite(a).any() else float("nan")]
+    finite = a[np.isfinite(a)]
+    return [float(finite.min()), float(finite.max())] if finite.size else None
 
 
 def momentum_from_onnx(onnx_momentum: float) -> float:

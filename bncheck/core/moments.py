@@ -71,11 +71,11 @@ class LayerAccumulator:
         within = dev.sum(axis=2, dtype=np.float64) / s - off * off  # (N, C)
         batch_mean = sample_mean.mean(axis=0)
         between = sample_mean - batch_mean
-        m2 = s * (within.sum(axis=0) + np.einsum("nc,nc->c", between, between))
-        self.population.merge(float(n * s), batch_mean, m2)
-        self.sample_means.merge(float(n), batch_mean, np.einsum("nc,nc->c", between, between))
-        w = within.sum(axis=0)
-        self.within_sum = w if self.within_sum is None else self.within_sum + w
+        between_m2 = np.einsum("nc,nc->c", between, between)
+        within_total = within.sum(axis=0)
+        self.population.merge(float(n * s), batch_mean, s * (within_total + between_m2))
+        self.sample_means.merge(float(n), batch_mean, between_m2)
+        self.within_sum = within_total if self.within_sum is None else self.within_sum + within_total
 
     @property
     def within_var(self) -> np.ndarray:
@@ -91,8 +91,3 @@ class LayerAccumulator:
     def expected_batch_var(self, batch_size: int) -> np.ndarray:
         """Expected biased variance a layer sees in a batch of ``batch_size`` random samples."""
         return self.within_var + (1.0 - 1.0 / batch_size) * self.between_var
-
-    @property
-    def seen(self) -> bool:
-        """Whether any batch was added."""
-        return self.within_sum is not None

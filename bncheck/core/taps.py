@@ -12,11 +12,12 @@ class TapCollector:
 
     def __init__(self) -> None:
         self.acc: dict[str, LayerAccumulator] = {}
-        self.order: list[str] = []
 
     def __call__(self, name: str, x: np.ndarray) -> None:
         """Add one batch of layer ``name``'s input."""
-        if name not in self.acc:
-            self.acc[name] = LayerAccumulator()
-            self.order.append(name)
-        self.acc[name].update(x)
+        self.acc.setdefault(name, LayerAccumulator()).update(x)
+
+    @property
+    def order(self) -> list[str]:
+        """Layer names in the order the data first reached them (execution order)."""
+        return list(self.acc)

@@ -52,12 +52,10 @@ def decide(c: Comparison) -> Verdict:
     if ev.mean <= tol:
         return Verdict("ok", "none", f"{figures}: within tolerance, no fix needed", tol, first)
     fixes = [c.candidates[m] for m in PREFERENCE if m in c.candidates]
-    if not fixes:
-        return Verdict("mismatch", "none", f"{figures}. No candidate was run.", tol, first)
     within = [d for d in fixes if d.mean <= tol]
     best = within[0] if within else min(fixes, key=lambda d: d.mean)
     others = ", ".join(f"{d.name} {_f(d.mean)}" for d in fixes if d is not best)
-    why = _why(best, c)
+    why = _why(best)
     closing = "" if within else "; no candidate is within tolerance, this one comes closest"
     where = f"; it departs first at layer {first}" if first else ""
     reason = (f"{figures}{where}. {best.name} comes to {_f(best.mean)} (others: {others}){closing}."
@@ -65,7 +63,7 @@ def decide(c: Comparison) -> Verdict:
     return Verdict("mismatch", best.name, reason, tol, first)
 
 
-def _why(best: Discrepancy, c: Comparison) -> str:
+def _why(best: Discrepancy) -> str:
     if best.name == "instance-norm":
         return ("The model was trained on per-sample statistics: instance normalization "
                 "reproduces that and makes outputs independent of the batch.")

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bncheck.core.inspection import Inspection
-from bncheck.core.layers import NormLayer
+from bncheck.core.layers import NormLayer, finite_range
 from bncheck.report.console import SEVERITY_STYLE, fmt_num
 
 
@@ -41,10 +41,9 @@ def _range(layer: NormLayer, which: str) -> str:
     a = layer.running_mean if which == "mean" else layer.running_var
     if a is None:
         return "-"
-    finite = a[np.isfinite(a)]
-    bad = a.size - finite.size
-    text = f"{fmt_num(float(finite.min()))}..{fmt_num(float(finite.max()))}" if finite.size else ""
-    return f"{text} nan" if bad else text
+    span = finite_range(a)
+    text = f"{fmt_num(span[0])}..{fmt_num(span[1])}" if span else ""
+    return f"{text} nan" if not np.isfinite(a).all() else text
 
 
 def _momentum(layer: NormLayer) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bncheck.backends.detect import ModelFormat
-from bncheck.core.options import RewriteMode
+from bncheck.core.options import USER_MODES, RewriteMode
 from bncheck.errors import BncheckError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -43,7 +43,7 @@ def check_output(fmt: ModelFormat, modes: list[RewriteMode], out: Path) -> None:
 def parse_modes(text: str) -> list[RewriteMode]:
     """``recalibrate,fold`` -> modes in order."""
     names = [t.strip() for t in text.split(",") if t.strip()]
-    allowed = [m.value for m in RewriteMode if m is not RewriteMode.REFERENCE]
+    allowed = [m.value for m in USER_MODES]
     modes = []
     for n in names:
         if n not in allowed:

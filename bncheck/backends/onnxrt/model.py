@@ -11,7 +11,7 @@ import onnx
 from bncheck.backends.base import InputSpec, PassResult, PopulationStats, TapFn
 from bncheck.backends.detect import ModelFormat
 from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, static_ranks
-from bncheck.backends.onnxrt.layers import OnnxLayerRef, discover
+from bncheck.backends.onnxrt.layers import discover
 from bncheck.backends.onnxrt.passes import apply_pass
 from bncheck.core.layers import NormLayer
 from bncheck.core.options import Device, RewriteMode
@@ -38,6 +38,9 @@ class OnnxModel:
         self.format = fmt
         self.device = device
         self._layers, self._refs = discover(proto)
+        inits = {t.name for t in proto.graph.initializer}
+        # Older exports list initializers among the inputs too; those are not fed.
+        self._inputs = [vi for vi in proto.graph.input if vi.name not in inits]
         self._sessions: dict[tuple[str, ...], object] = {}
         self._ranks: dict[str, int] = {}
 
@@ -58,21 +61,9 @@ class OnnxModel:
 
     def inputs(self) -> list[InputSpec]:
         """Graph inputs that are not initializers."""
-        inits = {t.name for t in self.proto.graph.initializer}
-        specs = []
-        for vi in self.proto.graph.input:
-            if vi.name in inits:
-                continue
-            dims = vi.type.tensor_type.shape.dim
-            specs.append(InputSpec(vi.name, tuple(d.dim_value if d.dim_value > 0 else None
-                                                  for d in dims)))
-        return specs
-
-    def input_dtypes(self) -> list[type]:
-        """numpy dtypes of the inputs."""
-        inits = {t.name for t in self.proto.graph.initializer}
-        return [_NP_TYPES.get(vi.type.tensor_type.elem_type, np.float32)
-                for vi in self.proto.graph.input if vi.name not in inits]
+        return [InputSpec(vi.name, tuple(d.dim_value if d.dim_value > 0 else None
+                                         for d in vi.type.tensor_type.shape.dim))
+                for vi in self._inputs]
 
     def _session(self, taps: tuple[str, ...]) -> object:
         if taps in self._sessions:
@@ -108,9 +99,10 @@ class OnnxModel:
         by_layer = {r.name: r.input for r in self._refs}
         tensors = tuple(dict.fromkeys(by_layer[t] for t in taps))
         sess = self._session(tensors)
-        names = [i.name for i in self.inputs()]
-        feed: dict[str, np.ndarray] = {n: np.ascontiguousarray(a.astype(d, copy=False))
-                for n, a, d in zip(names, batch, self.input_dtypes(), strict=True)}
+        feed: dict[str, np.ndarray] = {
+            vi.name: np.ascontiguousarray(
+                a.astype(_NP_TYPES.get(vi.type.tensor_type.elem_type, np.float32), copy=False))
+            for vi, a in zip(self._inputs, batch, strict=True)}
         out_names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
         results = sess.run(None, feed)  # type: ignore[attr-defined]
         n_model = len(self.proto.graph.output)
@@ -148,11 +140,6 @@ class OnnxModel:
         known = {r.name for r in new._refs}
         new._refs += [r for r in self._refs if r.name not in known and r.input in tensors]
         return PassResult(new, notes)
-
-    @property
-    def refs(self) -> list[OnnxLayerRef]:
-        """Where each layer sits in the graph."""
-        return list(self._refs)
 
     def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
         """Write an .onnx file (the caller has vetted the suffix with rewrite.matrix)."""

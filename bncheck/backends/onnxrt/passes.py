@@ -13,6 +13,7 @@ from bncheck.backends.onnxrt.layers import layer_name
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D
 from bncheck.core.moments import Moments
+from bncheck.core.naming import unique_name
 from bncheck.core.options import RewriteMode
 from bncheck.errors import BncheckError
 
@@ -46,7 +47,6 @@ class _Editor:
     """Accumulates node replacements and new initializers, applied in ``finish``."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
         self.graph = model.graph
         self.consts = Constants(model.graph)
         self.opset = opset(model)
@@ -58,10 +58,7 @@ class _Editor:
 
     # -- helpers -----------------------------------------------------------------------------
     def _fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.used:
-            k += 1
-            name = f"{base}_{k}"
+        name = unique_name(base, self.used.__contains__)
         self.used.add(name)
         return name
 
@@ -152,12 +149,8 @@ class _Editor:
 
     def fold(self, node: onnx.NodeProto, index: int, name: str, rank: int | None) -> str:
         gamma, beta, mean, var = self._params(node, name)
-        if not (np.isfinite(gamma).all() and np.isfinite(beta).all() and np.isfinite(mean).all()
-                and np.isfinite(var).all()) or (var < 0).any():
-            raise BncheckError(f"cannot fold layer {name}: its statistics are NaN/Inf or negative; "
-                               "recalibrate first (--mode recalibrate,fold)")
         eps = float(attr(node, "epsilon", 1e-5) or 0.0)
-        scale, shift = bn_scale_shift(gamma, beta, mean, var, eps)
+        scale, shift = bn_scale_shift(name, gamma, beta, mean, var, eps)
         prev = self._foldable_producer(node)
         if prev is not None and self._fold_into(prev, node, index, scale, shift):
             return f"{name}: folded into {prev.op_type} {prev.name or prev.output[0]}"

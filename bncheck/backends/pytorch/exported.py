@@ -6,6 +6,7 @@ import torch
 from torch import fx, nn
 
 from bncheck.backends.pytorch.modules import ExportedBatchNorm
+from bncheck.core.naming import unique_name
 
 _BN_OPS = {
     torch.ops.aten.batch_norm.default,
@@ -127,30 +128,31 @@ def _module_path(node: fx.Node, used: set[str]) -> tuple[str, str]:
     path, cls = (list(stack.values())[-1] if stack else (node.name, "BatchNorm"))
     path = path or node.name
     # Safe for getattr on the graph module; the last class name is what a user recognizes.
-    base, k = path.replace("L['self'].", ""), 1
-    name = base
-    while name in used:
-        k += 1
-        name = f"{base}_{k}"
+    name = unique_name(path.replace("L['self'].", ""), used.__contains__)
     used.add(name)
     return name, str(cls).rsplit(".", 1)[-1]
 
 
-def _momentum_eps(node: fx.Node) -> tuple[float | None, float]:
+def _momentum_eps(node: fx.Node) -> tuple[float, float]:
     args = node.args
     if node.target is torch.ops.aten._native_batch_norm_legit_no_training.default:
         return _num(args[5]), _num(args[6])
     return _num(args[6]), _num(args[7])
 
 
+def attr_tensor(gm: nn.Module, target: str) -> torch.Tensor:
+    """The tensor a get_attr target such as ``layer1.0.weight`` names."""
+    obj: object = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    assert isinstance(obj, torch.Tensor)
+    return obj
+
+
 def _attr(gm: fx.GraphModule, arg: object) -> torch.Tensor | None:
     if not isinstance(arg, fx.Node) or arg.op != "get_attr":
         return None
-    obj: object = gm
-    for part in str(arg.target).split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj.detach()
+    return attr_tensor(gm, str(arg.target)).detach()
 
 
 def _set_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:

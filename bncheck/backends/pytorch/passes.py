@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from bncheck.backends.pytorch.exported import attr_tensor
 from bncheck.backends.pytorch.layers import family_of, is_frozen_bn
 from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D, Family
 from bncheck.core.moments import Moments
+from bncheck.core.naming import unique_name
 from bncheck.core.options import RewriteMode
-from bncheck.errors import BncheckError
 
 Stats = Mapping[str, Moments]
 
@@ -111,7 +112,7 @@ def _recalibrate(model: nn.Module, stats: Stats | None) -> list[str]:
     return notes
 
 
-def _check_foldable(name: str, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def _scale_shift_of(name: str, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     channels = _required(m, "running_mean").numel()
 
     def arr(t: torch.Tensor | None, fill: float) -> np.ndarray:
@@ -121,15 +122,15 @@ def _check_foldable(name: str, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
 
     gamma, beta = arr(tensor(m, "weight"), 1.0), arr(tensor(m, "bias"), 0.0)
     mean, var = arr(tensor(m, "running_mean"), 0.0), arr(tensor(m, "running_var"), 1.0)
-    if not all(np.isfinite(a).all() for a in (gamma, beta, mean, var)) or (var < 0).any():
-        raise BncheckError(f"cannot fold layer {name}: its statistics are NaN/Inf or negative; "
-                           "recalibrate first (--mode recalibrate,fold)")
-    return bn_scale_shift(gamma, beta, mean, var, _eps(m))
+    return bn_scale_shift(name, gamma, beta, mean, var, _eps(m))
+
+
+def _has_bn_stats(m: nn.Module) -> bool:
+    return family_of(m) is Family.BATCH and tensor(m, "running_mean") is not None
 
 
 def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    bns = [(n, m) for n, m in model.named_modules()
-           if family_of(m) is Family.BATCH and getattr(m, "running_mean", None) is not None]
+    bns = [(n, m) for n, m in model.named_modules() if _has_bn_stats(m)]
     if not bns:
         return model, []
     try:
@@ -138,7 +139,7 @@ def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
         notes = [f"model is not traceable ({type(e).__name__}); every BatchNorm became a "
                  "per-channel scale and shift"]
         for name, m in bns:
-            scale, shift = _check_foldable(name, m)
+            scale, shift = _scale_shift_of(name, m)
             model.set_submodule(name, _scale_shift(scale, shift, _required(m, "running_mean")))
         return model, notes
     notes = []
@@ -146,9 +147,9 @@ def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
         if node.op != "call_module":
             continue
         m = gm.get_submodule(node.target)
-        if family_of(m) is not Family.BATCH or getattr(m, "running_mean", None) is None:
+        if not _has_bn_stats(m):
             continue
-        scale, shift = _check_foldable(node.target, m)
+        scale, shift = _scale_shift_of(node.target, m)
         prev = node.args[0]
         if isinstance(prev, fx.Node) and len(prev.users) == 1 and _fold_into(gm, prev, scale, shift):
             node.replace_all_uses_with(prev)
@@ -198,13 +199,14 @@ def _fold_into_function(gm: fx.GraphModule, prev: fx.Node, scale: np.ndarray,
     if b_node is not None and (not isinstance(b_node, fx.Node) or b_node.op != "get_attr"):
         return False
     groups = int(args[groups_at]) if groups_at is not None and len(args) > groups_at else 1  # type: ignore[arg-type]
-    weight = _get_attr(gm, str(w_node.target))
-    bias = None if b_node is None else _get_attr(gm, str(b_node.target))
+    weight = attr_tensor(gm, str(w_node.target))
+    bias = None if b_node is None else attr_tensor(gm, str(b_node.target))
     w, b = fold_weights(target, _np(weight), None if bias is None else _np(bias), scale, shift,
                         groups)
-    w_name = _fresh_attr(gm, str(w_node.target).replace(".", "_") + "_folded")
-    b_name = _fresh_attr(gm, str(w_node.target).replace(".", "_") + "_bias_folded")
+    base = str(w_node.target).replace(".", "_")
+    w_name = unique_name(f"{base}_folded", lambda n: hasattr(gm, n))
     gm.register_buffer(w_name, torch.from_numpy(w).to(weight.dtype))
+    b_name = unique_name(f"{base}_bias_folded", lambda n: hasattr(gm, n))
     gm.register_buffer(b_name, torch.from_numpy(b).to(weight.dtype))
     with gm.graph.inserting_before(prev):
         args[1] = gm.graph.get_attr(w_name)
@@ -214,22 +216,6 @@ def _fold_into_function(gm: fx.GraphModule, prev: fx.Node, scale: np.ndarray,
     args[2] = b_new
     prev.args = tuple(args)
     return True
-
-
-def _get_attr(gm: nn.Module, target: str) -> torch.Tensor:
-    obj: object = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj
-
-
-def _fresh_attr(gm: nn.Module, base: str) -> str:
-    name, k = base, 1
-    while hasattr(gm, name):
-        k += 1
-        name = f"{base}_{k}"
-    return name
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import pickle
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,15 +71,34 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
             raise _damaged(path, e) from e
     if fmt is ModelFormat.EXPORTED_PROGRAM:
         from bncheck.backends.pytorch.exported import example_shapes, module_from_exported
+        from bncheck.backends.pytorch.pt2_safety import pickle_reason
 
+        reason = None if allow_pickle else pickle_reason(path)
+        if reason:
+            raise BncheckError(f"{path} may run code when loaded: {reason}. If you trust it, "
+                               "re-run with --allow-pickle")
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_torch_loggers():
                 warnings.simplefilter("ignore")
                 ep = torch.export.load(str(path))
         except Exception as e:  # serialization errors have many types
             raise _damaged(path, e) from e
         return Loaded(module_from_exported(ep), None, example_shapes(ep))
     return _from_object(path, _torch_load(path, allow_pickle))
+
+
+@contextmanager
+def _quiet_torch_loggers() -> Iterator[None]:
+    """torch.export logs whole tracebacks for damaged archives; bncheck reports one line instead."""
+    loggers = [logging.getLogger(n) for n in ("torch.export", "torch._export", "torch._utils_internal")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _damaged(path: Path, e: Exception) -> BncheckError:

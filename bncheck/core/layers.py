@@ -18,8 +18,9 @@ class Family(StrEnum):
     RMS = "rms"
 
 
-# What a pass says of a BatchNorm on (N, C): no spatial dims, so it stays on running stats.
-KEPT_2D = "input (N, C) has no spatial dims; kept on running stats"
+# What a pass says of a BatchNorm whose input has one value per channel per sample ((N, C), or 1x1
+# maps): it has no per-sample statistics, so it stays on running stats.
+KEPT_2D = "input has one value per channel per sample (N, C or 1x1 maps); kept on running stats"
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,21 @@ class FailOn(StrEnum):
 
 
 class RewriteMode(StrEnum):
-    """A rewrite pass. REFERENCE is internal: the network as trained (batch statistics everywhere)."""
+    """A rewrite pass.
+
+    REFERENCE and SPATIAL_REFERENCE are internal: the network as trained, its normalization layers
+    on batch statistics, built without any rewrite so that they can check one. In
+    SPATIAL_REFERENCE, layers with one value per channel per sample ((N, C) or 1x1 maps) stay on
+    running stats, as batch-stats and instance-norm keep them; run one sample at a time, it is
+    what instance-norm promises.
+    """
 
     RECALIBRATE = "recalibrate"
     BATCH_STATS = "batch-stats"
     INSTANCE_NORM = "instance-norm"
     FOLD = "fold"
     REFERENCE = "reference"
+    SPATIAL_REFERENCE = "spatial-reference"
 
 
 USER_MODES = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,11 @@ FIDELITY_TOL = 1e-4
 FOLD_TOL = 1e-4
 INSTANCE_TOL = 1e-4
 STATS_TOL = 1e-5
+# How many samples the alone-vs-batch check runs alone.
+ALONE_SAMPLES = 4
+# A rewrite may move float32 results by this many times what one rounding step of the input does.
+ROUNDING_MARGIN = 10.0
+ROUNDING_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -50,28 +56,40 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
     written = load_model(path, allow_pickle=allow_pickle)
     checks: list[Check] = []
     runnable = _runnable(written, example)
+    rounding = _rounding(final, example)
+
+    def tol(base: float) -> float:
+        return max(base, rounding)
+
     if runnable is not None:
         checks.append(Check(f"{path.suffix} file reproduces the rewritten model",
-                            rel_error(runnable.run(example), final.run(example)), FIDELITY_TOL))
+                            rel_error(runnable.run(example), final.run(example)),
+                            tol(FIDELITY_TOL)))
     modes = [s.mode for s in stages]
     for i, stage in enumerate(stages):
         later = modes[i + 1:]
         if stage.mode is RewriteMode.FOLD:
             checks.append(Check("fold equals the model before it in eval mode",
                                 rel_error(stage.after.run(example), stage.before.run(example)),
-                                FOLD_TOL))
+                                tol(FOLD_TOL)))
             left = sum(1 for layer in written.layers() if layer.family is Family.BATCH)
             checks.append(Check("BatchNorm layers left after fold", float(left), 0.0))
         elif stage.mode is RewriteMode.INSTANCE_NORM and runnable is not None and not later:
             checks.append(Check("output of a sample alone equals it inside a batch",
-                                _alone_vs_batch(runnable, example), INSTANCE_TOL))
-        elif stage.mode is RewriteMode.BATCH_STATS and runnable is not None and not later \
-                and not any(KEPT_2D in note for note in stage.notes):
-            # The network as trained (torch: its own batch_norm kernel) at the same batch.
-            trained = stage.before.apply(RewriteMode.REFERENCE).model
-            checks.append(Check("equals the model on batch statistics at the same batch",
+                                _alone_vs_batch(runnable, example), tol(INSTANCE_TOL)))
+            trained = stage.before.apply(RewriteMode.SPATIAL_REFERENCE).model
+            checks.append(Check("equals the network as trained, run one sample at a time",
+                                rel_error(runnable.run(example), _one_at_a_time(trained, example)),
+                                tol(FIDELITY_TOL)))
+        elif stage.mode is RewriteMode.BATCH_STATS and runnable is not None and not later:
+            # The original network with its own norm layers in train mode, at the same batch: a
+            # rewrite that lost part of a layer (an activation after the BN) cannot match it.
+            kept = any(KEPT_2D in note for note in stage.notes)
+            trained = stage.before.apply(RewriteMode.SPATIAL_REFERENCE if kept
+                                         else RewriteMode.REFERENCE).model
+            checks.append(Check("equals the network as trained, at the same batch",
                                 rel_error(runnable.run(example), trained.run(example)),
-                                FIDELITY_TOL))
+                                tol(FIDELITY_TOL)))
         elif stage.mode is RewriteMode.RECALIBRATE and RewriteMode.FOLD not in later:
             checks.append(Check("running stats equal the population statistics",
                                 _stats_error(written, stage), STATS_TOL))
@@ -87,13 +105,34 @@ def _runnable(written: Model, example: list[np.ndarray]) -> Model | None:
         return None  # a bare state_dict: checked by its statistics instead
 
 
+def _rounding(model: Model, example: list[np.ndarray]) -> float:
+    """How far float32 rounding alone moves this model's outputs, times a safety margin.
+
+    Two runs of the same model on inputs that differ by one float32 rounding step (relative
+    2**-24, seeded) differ only by how the network amplifies rounding. A network that normalizes
+    tiny maps per sample amplifies it a thousandfold, and then a correct rewrite, computed in
+    another order, differs by as much; in float64 the same comparisons agree exactly. A real
+    defect (a dropped activation, say) moves outputs by far more.
+    """
+    rng = np.random.default_rng(ROUNDING_SEED)
+    nudged = [a * (1 + rng.choice(np.array([-1, 1], a.dtype), a.shape) * np.finfo(np.float32).eps / 2)
+              if np.issubdtype(a.dtype, np.floating) else a for a in example]
+    spread = ROUNDING_MARGIN * rel_error(model.run(nudged), model.run(example))
+    return spread if math.isfinite(spread) else 0.0
+
+
 def _alone_vs_batch(model: Model, example: list[np.ndarray]) -> float:
     together = model.run(example)
     worst = 0.0
-    for i in range(min(4, example[0].shape[0])):
+    for i in range(min(ALONE_SAMPLES, example[0].shape[0])):
         alone = model.run([a[i:i + 1] for a in example])
         worst = max(worst, rel_error(alone[0], together[i]))
     return worst
+
+
+def _one_at_a_time(model: Model, example: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([model.run([a[i:i + 1] for a in example])
+                           for i in range(example[0].shape[0])])
 
 
 def _stats_error(written: Model, stage: Stage) -> float:

@@ -103,6 +103,8 @@ class _Editor:
             raise BncheckError(f"layer {name}: BatchNormalization input of rank {rank}")
         if rank == 2 and mode is not RewriteMode.REFERENCE:
             return [f"{name}: {KEPT_2D}"]
+        # SPATIAL_REFERENCE is the batch-stats graph: ONNX has no layer classes around the BN
+        # that a rewrite could lose, so there is nothing more independent to check against.
         per_sample = mode is RewriteMode.INSTANCE_NORM
         axes = list(range(2, rank)) if per_sample else [0, *range(2, rank)]
         gamma, beta, _, _ = self._params(node, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def load_torch_model(path: Path, fmt: ModelFormat, *, allow_pickle: bool, arch: 
         if loaded.checkpoint is None:
             raise BncheckError(f"--arch is for bare state_dicts; {path} already holds a model")
         module = build_arch(arch, loaded.checkpoint.state_dict, path)
-    model = TorchModel(path, fmt, module, loaded.checkpoint, resolve_device(device))
+    model = TorchModel(path, fmt, None if module is None else module.eval(), loaded.checkpoint,
+                       resolve_device(device))
     model._input_shapes = loaded.input_shapes
     return model
 
@@ -52,10 +54,11 @@ class TorchModel:
                  checkpoint: Checkpoint | None, device: torch.device) -> None:
         self.path = path
         self.format = fmt
-        self.module = None if module is None else module.to(device).eval()
+        # Train/eval flags are the caller's: a reference model keeps its norm layers in train mode.
+        self.module = None if module is None else module.to(device)
         self.checkpoint = checkpoint
         self.device = device
-        self._ranks: dict[str, int] = {}
+        self._spatial: dict[str, int] = {}  # values per channel per sample, by layer
         self._input_shapes: list[tuple[int, ...]] = []
 
     def layers(self) -> list[NormLayer]:
@@ -124,7 +127,7 @@ class TorchModel:
     def _hook(self, name: str, on_tap: TapFn | None):  # type: ignore[no-untyped-def]
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0]
-            self._ranks[name] = x.dim()
+            self._spatial[name] = math.prod(x.shape[2:])
             if on_tap is not None:
                 on_tap(name, x.detach().float().cpu().numpy())
 
@@ -133,9 +136,9 @@ class TorchModel:
     def apply(self, mode: RewriteMode, stats: PopulationStats | None = None) -> PassResult:
         """Apply one pass to a copy of the module."""
         assert self.module is not None
-        module, notes = apply_pass(self.module, mode, stats, self._ranks)
+        module, notes = apply_pass(self.module, mode, stats, self._spatial)
         new = TorchModel(self.path, self.format, module, self.checkpoint, self.device)
-        new._ranks = dict(self._ranks)
+        new._spatial = dict(self._spatial)
         new._input_shapes = list(self._input_shapes)
         return PassResult(new, notes)
 

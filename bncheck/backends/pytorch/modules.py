@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +19,8 @@ class StatNorm(nn.Module):
 
     Written with mean/sub/mul/sqrt so that the ONNX export is portable (no training-mode
     BatchNormalization, which onnxruntime's CUDA provider does not run at opset >= 14). With
-    ``keep_2d``, an (N, C) input has no spatial dims and keeps using the running stats.
+    ``keep_no_spatial``, an input with one value per channel per sample ((N, C), or 1x1 maps) has
+    no per-sample statistics and keeps using the running stats.
     """
 
     gamma: torch.Tensor
@@ -27,7 +30,8 @@ class StatNorm(nn.Module):
 
     # Not "weight"/"bias": torch.export's instance_norm decomposition claims those names.
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
-                 running_var: torch.Tensor, eps: float, per_sample: bool, keep_2d: bool) -> None:
+                 running_var: torch.Tensor, eps: float, per_sample: bool,
+                 keep_no_spatial: bool) -> None:
         super().__init__()
         self.register_buffer("gamma", weight.detach().clone())
         self.register_buffer("beta", bias.detach().clone())
@@ -35,11 +39,11 @@ class StatNorm(nn.Module):
         self.register_buffer("running_var", running_var.detach().clone())
         self.eps = eps
         self.per_sample = per_sample
-        self.keep_2d = keep_2d
+        self.keep_no_spatial = keep_no_spatial
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` (N, C, *spatial)."""
-        if x.dim() == 2 and self.keep_2d:
+        if self.keep_no_spatial and math.prod(x.shape[2:]) == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta,
                                 False, 0.0, self.eps)
         if self.per_sample:

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from bncheck.backends.pytorch.exported import attr_tensor
 from bncheck.backends.pytorch.layers import family_of, is_frozen_bn
 from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
+from bncheck.backends.pytorch.swap import Replacements
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D, Family
 from bncheck.core.moments import Moments
@@ -50,8 +52,12 @@ def stat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def apply_pass(model: nn.Module, mode: RewriteMode, stats: Stats | None,
-               ranks: Mapping[str, int]) -> tuple[nn.Module, list[str]]:
-    """Apply ``mode`` to a deep copy of ``model``."""
+               spatial: Mapping[str, int]) -> tuple[nn.Module, list[str]]:
+    """Apply ``mode`` to a deep copy of ``model``.
+
+    ``spatial`` maps a layer to the number of values per channel in one sample of its input, as
+    seen so far (1 for (N, C) inputs and 1x1 maps).
+    """
     if isinstance(model, torch.jit.ScriptModule):
         raise AssertionError("TorchScript is rewritten through its ONNX form")
     new = copy.deepcopy(model).eval()
@@ -59,15 +65,35 @@ def apply_pass(model: nn.Module, mode: RewriteMode, stats: Stats | None,
         return new, _recalibrate(new, stats)
     if mode is RewriteMode.FOLD:
         return _fold(new)
+    if mode in (RewriteMode.REFERENCE, RewriteMode.SPATIAL_REFERENCE):
+        keep = mode is RewriteMode.SPATIAL_REFERENCE
+        return _on_batch_stats(new, spatial if keep else None), []
     notes = []
+    swaps = Replacements(new)
     for name, m in stat_layers(new):
-        rank = ranks.get(name)
         per_sample = mode is RewriteMode.INSTANCE_NORM or family_of(m) is Family.INSTANCE
-        keep_2d = mode is not RewriteMode.REFERENCE
-        if rank == 2 and keep_2d:
+        if spatial.get(name) == 1:
             notes.append(f"{name}: {KEPT_2D}")
-        new.set_submodule(name, _stat_norm(m, per_sample, keep_2d))
-    return new, notes
+        swaps.replace(name, _stat_norm(m, per_sample, keep_no_spatial=True))
+    return new, notes + swaps.notes()
+
+
+def _on_batch_stats(model: nn.Module, spatial: Mapping[str, int] | None) -> nn.Module:
+    """The network as trained: its own norm layers in train mode, running stats left untouched.
+
+    No module is replaced, so whatever a layer's class does around its normalization (timm's
+    BatchNormAct2d applies an activation) is exactly as in training; rewrites are checked
+    against this. With ``spatial``, layers without per-sample statistics stay in eval mode.
+    """
+    for name, m in stat_layers(model):
+        if spatial is not None and spatial.get(name) == 1:
+            continue
+        m.train()
+        if isinstance(m, _NormBase):
+            # In train mode torch's norm layers then pass no running stats to the kernel: batch
+            # statistics, and no update of the buffers.
+            m.track_running_stats = False
+    return model
 
 
 def tensor(m: nn.Module, name: str) -> torch.Tensor | None:
@@ -86,11 +112,11 @@ def _eps(m: nn.Module) -> float:
     return float(getattr(m, "eps", 1e-5))
 
 
-def _stat_norm(m: nn.Module, per_sample: bool, keep_2d: bool) -> StatNorm:
+def _stat_norm(m: nn.Module, per_sample: bool, keep_no_spatial: bool) -> StatNorm:
     rm, rv = _required(m, "running_mean"), _required(m, "running_var")
     w, b = tensor(m, "weight"), tensor(m, "bias")
     return StatNorm(torch.ones_like(rm) if w is None else w, torch.zeros_like(rm) if b is None else b,
-                    rm, rv, _eps(m), per_sample, keep_2d)
+                    rm, rv, _eps(m), per_sample, keep_no_spatial)
 
 
 def _recalibrate(model: nn.Module, stats: Stats | None) -> list[str]:
@@ -129,41 +155,70 @@ def _has_bn_stats(m: nn.Module) -> bool:
     return family_of(m) is Family.BATCH and tensor(m, "running_mean") is not None
 
 
+class _ScaleShiftLeaf(fx.Tracer):
+    """Keeps each folded layer's ScaleShift as one call_module node that fold can find."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, ScaleShift) or super().is_leaf_module(m, module_qualified_name)
+
+
 def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
     bns = [(n, m) for n, m in model.named_modules() if _has_bn_stats(m)]
     if not bns:
         return model, []
+    # First every BN becomes its per-channel scale and shift, inside whatever its class adds
+    # (an activation after it, say); then each shift that follows a conv is folded into it.
+    swaps = Replacements(model)
+    folds: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}  # by ScaleShift identity
+    for name, m in bns:
+        scale, shift = _scale_shift_of(name, m)
+        ss = _scale_shift(scale, shift, _required(m, "running_mean"))
+        folds[id(ss)] = (name, scale, shift)
+        swaps.replace(name, ss)
+    notes = swaps.notes()
     try:
-        gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
+        if isinstance(model, fx.GraphModule):
+            gm = model
+        else:
+            tracer = _ScaleShiftLeaf()
+            gm = fx.GraphModule(model, tracer.trace(model))
     except Exception as e:  # tracing fails on data-dependent control flow
-        notes = [f"model is not traceable ({type(e).__name__}); every BatchNorm became a "
-                 "per-channel scale and shift"]
-        for name, m in bns:
-            scale, shift = _scale_shift_of(name, m)
-            model.set_submodule(name, _scale_shift(scale, shift, _required(m, "running_mean")))
+        notes.append(f"model is not traceable ({type(e).__name__}); every BatchNorm became a "
+                     "per-channel scale and shift")
         return model, notes
-    notes = []
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
             continue
-        m = gm.get_submodule(node.target)
-        if not _has_bn_stats(m):
+        key = id(gm.get_submodule(node.target))
+        if key not in folds:
             continue
-        scale, shift = _scale_shift_of(node.target, m)
+        name, scale, shift = folds[key]
         prev = node.args[0]
-        if isinstance(prev, fx.Node) and len(prev.users) == 1 and _fold_into(gm, prev, scale, shift):
+        if isinstance(prev, fx.Node) and _only_value_user(prev, node) and \
+                _fold_into(gm, prev, scale, shift):
             node.replace_all_uses_with(prev)
             gm.graph.erase_node(node)
             gm.set_submodule(node.target, nn.Identity())
             into = prev.target if prev.op == "call_module" else prev.name
-            notes.append(f"{node.target}: folded into {into}")
+            notes.append(f"{name}: folded into {into}")
         else:
-            gm.set_submodule(node.target, _scale_shift(scale, shift, _required(m, "running_mean")))
-            notes.append(f"{node.target}: follows no foldable op; became a per-channel scale "
-                         "and shift")
+            notes.append(f"{name}: follows no foldable op; became a per-channel scale and shift")
     gm.graph.lint()
     gm.recompile()
     return gm, notes
+
+
+def _only_value_user(prev: fx.Node, node: fx.Node) -> bool:
+    """Whether ``node`` is the only op that reads ``prev``'s values: folding changes them.
+
+    Reads of metadata (``x.ndim``, ``x.shape``, ``x.size()``, as in timm's input asserts) do not
+    change with folding.
+    """
+    def metadata(user: fx.Node) -> bool:
+        return ((user.op == "call_function" and user.target is getattr)
+                or (user.op == "call_method" and user.target in ("size", "dim")))
+
+    return all(user is node or metadata(user) for user in prev.users)
 
 
 def _scale_shift(scale: np.ndarray, shift: np.ndarray, like: torch.Tensor) -> ScaleShift:

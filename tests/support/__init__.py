@@ -1,0 +1,1 @@
+"""Test-only helpers: torchvision/timm loading without their compiled ops, real architectures."""

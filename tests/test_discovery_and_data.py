@@ -84,7 +84,7 @@ def test_data_formats_agree(tmp_path: Path) -> None:
     docs = {}
     for name in ("x.npy", "one.npz", "named.npz", "x.pt"):
         r = cli("compare", model_path("digits", "onnx"), "--data", tmp_path / name, "--format", "json")
-        assert r.code == 0, (name, r.err)
+        assert r.code in (0, 1) and not r.err, (name, r.err)  # 64 samples: maybe inconclusive
         docs[name] = r.json()
     evals = {k: d["candidates"]["eval"]["mean"] for k, d in docs.items()}
     assert len(set(evals.values())) == 1, evals

@@ -112,7 +112,7 @@ def test_recalibrate_is_more_exact_than_update_bn() -> None:
     model = load_model(model_path("digits", "full"), allow_pickle=True)
     src = open_samples(DATA / "digits_shifted.npy", input_names=["input"], input_shapes=[],
                        image=ImageOptions(), limit=None)
-    stats = population_stats(model, src, batch_size=32)
+    stats, _ = population_stats(model, src, batch_size=32, train_batch_size=32)
     # Exact float64 population statistics of features.1's input (the conv output, batch-independent).
     net = model.module  # type: ignore[attr-defined]
     with torch.no_grad():
@@ -226,6 +226,7 @@ def test_failed_verification_exits_1_and_writes_nothing(
     import bncheck.rewrite.verify as verify
 
     monkeypatch.setattr(verify, "FIDELITY_TOL", -1.0)  # no export can meet this
+    monkeypatch.setattr(verify, "_rounding", lambda *_: -1.0)
     out = tmp_path / "x.onnx"
     r = cli("rewrite", model_path("pix_bs1", "onnx"), "--mode", "fold", "-o", out, "--data", PIX_X)
     assert r.code == 1 and "FAIL" in r.out
@@ -265,3 +266,35 @@ def test_written_files_load_in_fresh_processes(tmp_path: Path) -> None:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                            check=False)
         assert p.returncode == 0, p.stderr
+
+
+def test_recalibrate_does_not_depend_on_the_run_batch_size(tmp_path: Path) -> None:
+    # Population statistics are gathered at the training batch size, whatever --batch-size is.
+    written = {}
+    for bs in ("1", "16"):
+        out = tmp_path / f"r{bs}.pth"
+        _rewrite(model_path("digits", "checkpoint"), "recalibrate", out, "--data",
+                 DATA / "digits_shifted.npy", "--arch", "fixtures.archs:digits", "--batch-size", bs)
+        written[bs] = torch.load(out, weights_only=True)
+    one, sixteen = (w.get("state_dict", w) for w in (written["1"], written["16"]))
+    for key in one:
+        if key.endswith(("running_mean", "running_var")):
+            np.testing.assert_allclose(one[key].numpy(), sixteen[key].numpy(), rtol=1e-6,
+                                       atol=1e-9, err_msg=key)
+
+
+def test_rewrite_refuses_a_model_that_lowers_accuracy(tmp_path: Path) -> None:
+    # Per-sample statistics are wrong for a classifier trained at batch size 32: with labels,
+    # the accuracy drop is measured and nothing is written unless --force-worse.
+    out = tmp_path / "worse.onnx"
+    args = ("rewrite", model_path("digits", "onnx"), "--mode", "instance-norm", "-o", out,
+            "--data", DATA / "digits_x.npy", "--labels", DATA / "digits_y.npy")
+    r = cli(*args)
+    assert r.code == 1 and "FAIL" in r.out and "accuracy no worse than the original" in r.out
+    assert not out.exists()
+    r = cli(*args, "--force-worse")
+    assert r.code == 0 and out.exists() and "not enforced" in r.out
+    # A rewrite that keeps accuracy passes the same check.
+    r = cli("rewrite", model_path("digits", "onnx"), "--mode", "fold", "-o", tmp_path / "f.onnx",
+            "--data", DATA / "digits_x.npy", "--labels", DATA / "digits_y.npy")
+    assert r.code == 0 and "ok   accuracy no worse" in r.out, r.out

@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from bncheck.cli.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MEAN,
+    DEFAULT_STD,
     AllowPickleOpt,
     ArchOpt,
     BatchSizeOpt,
@@ -17,17 +20,19 @@ from bncheck.cli.options import (
     FailOnOpt,
     FormatOpt,
     ImageSizeOpt,
+    LabelsOpt,
     LimitOpt,
     MeanOpt,
     ModelArg,
     StdOpt,
+    TargetsOpt,
+    TrainBatchOpt,
 )
+from bncheck.core.batchsize import BatchSizeSource
 from bncheck.core.options import Device, FailOn, OutputFormat
+from bncheck.core.verdict import FixMode
 from bncheck.errors import BncheckError
 
-TrainBatchOpt = Annotated[int | None, typer.Option(
-    "--train-batch-size", min=1,
-    help="Batch size the model was trained with (default: estimated from running_var).")]
 PlotOpt = Annotated[Path | None, typer.Option(
     "--plot", metavar="OUT.png", help="Write a PNG of per-layer divergence and candidates.")]
 
@@ -36,23 +41,27 @@ def compare(
     model: ModelArg,
     data: DataOpt,
     train_batch_size: TrainBatchOpt = None,
-    batch_size: BatchSizeOpt = 16,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
     limit: LimitOpt = None,
     arch: ArchOpt = None,
     allow_pickle: AllowPickleOpt = False,
     format: FormatOpt = OutputFormat.TEXT,
     plot: PlotOpt = None,
     fail_on: FailOnOpt = FailOn.ERROR,
+    labels: LabelsOpt = None,
+    targets: TargetsOpt = None,
     image_size: ImageSizeOpt = None,
-    mean: MeanOpt = "0",
-    std: StdOpt = "1",
+    mean: MeanOpt = DEFAULT_MEAN,
+    std: StdOpt = DEFAULT_STD,
     device: DeviceOpt = Device.CPU,
 ) -> None:
     """Compare running statistics with batch and per-sample statistics on real inputs.
 
     The reference is the model as trained: BatchNorm on batch statistics at the
     training batch size. Eval mode, and each fix when eval is off, are measured
-    against it; re-batching the reference gives the noise floor.
+    against it; re-batching the reference gives the noise floor. The verdict is
+    ok, mismatch (an input shift, or stats that disagree with training) or
+    inconclusive.
 
     Examples:
 
@@ -60,10 +69,12 @@ def compare(
 
         bncheck compare model.onnx --data x.npy --train-batch-size 1 --format json
 
+        bncheck compare classifier.onnx --data x.npy --labels y.npy
+
         bncheck compare w.pth --arch pkg.models:unet --data x.npz --plot r.png
     """
     from bncheck.backends.base import load_model
-    from bncheck.cli.common import image_options
+    from bncheck.cli.common import image_options, open_truth
     from bncheck.core.compare import compare as run_compare
     from bncheck.core.data import open_for_model
     from bncheck.core.findings import exit_code, sort_findings
@@ -71,7 +82,6 @@ def compare(
     from bncheck.core.verdict import compare_findings, decide
     from bncheck.report.compare_text import render_comparison
     from bncheck.report.console import stdout_console
-    from bncheck.report.inspect_text import summary_line
     from bncheck.report.json_out import comparison_doc, dumps
     from bncheck.report.progress import RichProgress, progress_for
 
@@ -81,37 +91,68 @@ def compare(
     loaded = load_model(model, allow_pickle=allow_pickle, arch=arch, device=device)
     inspection = inspect_model(loaded)
     src, runnable = open_for_model(loaded, data, image, limit)
+    truth = open_truth(labels, targets, len(src))
     progress = progress_for(format is OutputFormat.JSON)
     try:
         result = run_compare(runnable, src, batch_size=batch_size,
-                             train_batch_size=train_batch_size, progress=progress)
+                             train_batch_size=train_batch_size, truth=truth,
+                             image_norm=(image.mean, image.std) if data.is_dir() else None,
+                             progress=progress)
     finally:
         if isinstance(progress, RichProgress):
             progress.close()
     verdict = decide(result)
     findings = sort_findings(inspection.findings + compare_findings(result, verdict))
-    command = fix_command(model, verdict.mode, data, arch, allow_pickle)
+    options = _passthrough(arch=arch, allow_pickle=allow_pickle, image_size=image_size, mean=mean,
+                           std=std, limit=limit, batch_size=batch_size, device=device,
+                           labels=labels, targets=targets)
+    if result.train_batch.source is not BatchSizeSource.UNUSED:
+        # recalibrate then gathers its statistics exactly as compare did.
+        options += ["--train-batch-size", str(result.train_batch.value)]
+    commands: dict[FixMode, str] = {mode: fix_command(model, mode, data, options)
+                for mode in (verdict.mode, verdict.conditional) if mode is not FixMode.NONE}
     if plot is not None:
         from bncheck.report.plot import write_plot
 
         write_plot(result, verdict, plot)
     if format is OutputFormat.JSON:
-        typer.echo(dumps(comparison_doc(inspection, result, verdict, findings, command)))
+        typer.echo(dumps(comparison_doc(inspection, result, verdict, findings, commands)))
     else:
-        console = stdout_console()
-        console.print(summary_line(inspection))
-        render_comparison(result, verdict, command, console)
+        render_comparison(inspection, result, verdict, findings, commands, stdout_console())
     raise typer.Exit(exit_code(findings, fail_on))
 
 
-def fix_command(model: Path, mode: str, data: Path, arch: str | None, allow_pickle: bool) -> str:
-    """The exact ``bncheck rewrite`` command that applies the recommendation."""
-    if mode == "none":
-        return ""
-    out = model.with_name(f"{model.stem.split('.')[0]}-{mode}.onnx")
-    parts = ["bncheck", "rewrite", str(model), "--mode", mode, "-o", str(out), "--data", str(data)]
+def _passthrough(*, arch: str | None, allow_pickle: bool, image_size: str | None, mean: str,
+                 std: str, limit: int | None, batch_size: int, device: Device,
+                 labels: Path | None, targets: Path | None) -> list[str]:
+    """The options a rewrite needs to see the same model and the same samples as compare."""
+    opts: list[str] = []
     if arch:
-        parts += ["--arch", arch]
+        opts += ["--arch", arch]
     if allow_pickle:
-        parts.append("--allow-pickle")
-    return shlex.join(parts)
+        opts.append("--allow-pickle")
+    if image_size:
+        opts += ["--image-size", image_size]
+    if mean != DEFAULT_MEAN:
+        opts += ["--mean", mean]
+    if std != DEFAULT_STD:
+        opts += ["--std", std]
+    if limit is not None:
+        opts += ["--limit", str(limit)]
+    if batch_size != DEFAULT_BATCH_SIZE:
+        opts += ["--batch-size", str(batch_size)]
+    if device is not Device.CPU:
+        opts += ["--device", device.value]
+    if labels is not None:
+        opts += ["--labels", str(labels)]
+    if targets is not None:
+        opts += ["--targets", str(targets)]
+    return opts
+
+
+def fix_command(model: Path, mode: FixMode, data: Path, options: list[str]) -> str:
+    """The exact ``bncheck rewrite`` command that applies ``mode``, shell-quoted."""
+    # Only the file's own suffix goes: "ch_ppocr_mobile_v2.0_cls_infer" keeps its dot.
+    out = model.with_name(f"{model.stem}-{mode.value}.onnx")
+    return shlex.join(["bncheck", "rewrite", str(model), "--mode", mode.value, "-o", str(out),
+                       "--data", str(data), *options])

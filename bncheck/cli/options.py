@@ -24,7 +24,8 @@ AllowPickleOpt = Annotated[bool, typer.Option(
 FormatOpt = Annotated[OutputFormat, typer.Option(
     "--format", help="text for people, json for machines (one document on stdout).")]
 FailOnOpt = Annotated[FailOn, typer.Option(
-    "--fail-on", help="Exit 1 when a finding is at or above this severity.")]
+    "--fail-on", help="Exit 1 when a finding is at or above this severity; 'mismatch' exits 1 "
+                      "only for compare's mismatch verdict (not for inconclusive).")]
 DeviceOpt = Annotated[Device, typer.Option(
     "--device", help="Where torch models run (ONNX uses the CUDA provider when present).")]
 DataOpt = Annotated[Path, typer.Option(
@@ -46,3 +47,18 @@ MeanOpt = Annotated[str, typer.Option(
     "--mean", metavar="M[,M,M]", help="Per-channel mean subtracted after scaling images to [0,1].")]
 StdOpt = Annotated[str, typer.Option(
     "--std", metavar="S[,S,S]", help="Per-channel std divided after subtracting --mean.")]
+TrainBatchOpt = Annotated[int | None, typer.Option(
+    "--train-batch-size", min=1,
+    help="Batch size the model was trained with (default: estimated from running_var).")]
+LabelsOpt = Annotated[Path | None, typer.Option(
+    "--labels", metavar="FILE",
+    help="Class id per sample (.npy, .npz or text): measure accuracy for eval and each fix; a "
+         "fix that lowers it is never recommended (or written, for rewrite).")]
+TargetsOpt = Annotated[Path | None, typer.Option(
+    "--targets", metavar="FILE",
+    help="Expected output per sample (.npy or .npz): measure the mean absolute error instead.")]
+
+# Defaults that the printed fix command leaves out.
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_MEAN = "0"
+DEFAULT_STD = "1"

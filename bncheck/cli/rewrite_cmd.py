@@ -8,16 +8,22 @@ from typing import Annotated
 import typer
 
 from bncheck.cli.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MEAN,
+    DEFAULT_STD,
     AllowPickleOpt,
     ArchOpt,
     BatchSizeOpt,
     DeviceOpt,
     ImageSizeOpt,
+    LabelsOpt,
     LimitOpt,
     MeanOpt,
     ModelArg,
     OptionalDataOpt,
     StdOpt,
+    TargetsOpt,
+    TrainBatchOpt,
 )
 from bncheck.core.options import Device
 from bncheck.errors import BncheckError
@@ -31,6 +37,9 @@ OutOpt = Annotated[Path, typer.Option(
     help="Output file, format by suffix: .onnx, .pt2, .pt/.pth (recalibrate only) or "
          ".safetensors (from .safetensors).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")]
+ForceWorseOpt = Annotated[bool, typer.Option(
+    "--force-worse", help="Write the model even when --labels/--targets show it does worse than "
+                          "the original.")]
 InputShapeOpt = Annotated[str | None, typer.Option(
     "--input-shape", metavar="C,H,W", help="Per-sample input shape for generated verification "
                                            "inputs when there is no --data.")]
@@ -44,18 +53,26 @@ def rewrite(
     arch: ArchOpt = None,
     allow_pickle: AllowPickleOpt = False,
     force: ForceOpt = False,
-    batch_size: BatchSizeOpt = 16,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    train_batch_size: TrainBatchOpt = None,
     limit: LimitOpt = None,
+    labels: LabelsOpt = None,
+    targets: TargetsOpt = None,
+    force_worse: ForceWorseOpt = False,
     input_shape: InputShapeOpt = None,
     image_size: ImageSizeOpt = None,
-    mean: MeanOpt = "0",
-    std: StdOpt = "1",
+    mean: MeanOpt = DEFAULT_MEAN,
+    std: StdOpt = DEFAULT_STD,
     device: DeviceOpt = Device.CPU,
 ) -> None:
     """Rewrite the model's normalization and export it, verified on sample data.
 
     The input is never modified; OUT is written atomically, only after the
     rewritten model passed its checks, and never replaced without --force.
+    recalibrate gathers statistics as compare does: on batch statistics at the
+    training batch size (--train-batch-size, else estimated), whatever
+    --batch-size is. With --labels or --targets, a model that does worse than
+    the original is not written unless --force-worse is given.
 
     Examples:
 
@@ -64,10 +81,12 @@ def rewrite(
         bncheck rewrite w.pth --arch pkg.models:resnet --mode recalibrate -o new.pth --data target.npy
 
         bncheck rewrite model.onnx --mode recalibrate,fold -o deploy.onnx --data x.npy
+
+        bncheck rewrite cls.onnx --mode recalibrate -o new.onnx --data x.npy --labels y.npy
     """
     from bncheck.backends.base import load_model
     from bncheck.backends.detect import detect_format
-    from bncheck.cli.common import image_options, ints
+    from bncheck.cli.common import image_options, ints, open_truth
     from bncheck.report.console import stdout_console
     from bncheck.report.progress import RichProgress, progress_for
     from bncheck.report.rewrite_text import render_rewrite
@@ -76,18 +95,22 @@ def rewrite(
     from bncheck.rewrite.run import run_rewrite
 
     modes = parse_modes(mode)
-    check_destination(output, [model], force)
+    check_destination(output, [p for p in (model, data, labels, targets) if p is not None], force)
     check_output(detect_format(model), modes, output)
     if data is None and any(m.value == "recalibrate" for m in modes):
         raise BncheckError("--mode recalibrate needs --data: statistics are re-estimated on it")
+    if data is None and (labels is not None or targets is not None):
+        raise BncheckError("--labels/--targets need --data: the metric is measured on it")
     shape = ints(input_shape, "--input-shape") if input_shape else None
     image = image_options(image_size, mean, std)
     loaded = load_model(model, allow_pickle=allow_pickle, arch=arch, device=device)
     progress = progress_for(json_output=False)
     try:
         report = run_rewrite(loaded, modes, output, data=data, image=image, limit=limit,
-                             batch_size=batch_size, input_shape=shape, allow_pickle=allow_pickle,
-                             progress=progress)
+                             batch_size=batch_size, train_batch_size=train_batch_size,
+                             truth=lambda n: open_truth(labels, targets, n),
+                             force_worse=force_worse, input_shape=shape,
+                             allow_pickle=allow_pickle, progress=progress)
     finally:
         if isinstance(progress, RichProgress):
             progress.close()

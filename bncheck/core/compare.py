@@ -1,9 +1,9 @@
 """compare: run the model as trained (the reference) and each candidate fix on the same samples.
 
 The reference is the network as it was trained: normalization layers on batch statistics at the
-training batch size, running stats untouched, everything else in eval mode (DESIGN.md §2).
+training batch size, running stats untouched, everything else in eval mode.
 Re-batching the reference gives the noise floor; a candidate within tolerance of the reference
-behaves as trained.
+behaves as trained. See docs/design.md.
 """
 
 from __future__ import annotations
@@ -13,19 +13,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bncheck.backends.base import Model
-from bncheck.core.batchsize import BatchSizeEstimate, estimate_batch_size
+from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource
 from bncheck.core.data import SampleSource, batches
 from bncheck.core.diagnosis import LayerDivergence, divergence
 from bncheck.core.layers import NormLayer
+from bncheck.core.metrics import CHUNK, Truth
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
 from bncheck.core.outputs import OutputStore
 from bncheck.core.progress import NoProgress, Progress
+from bncheck.core.reference import SHUFFLE_SEED, plan_reference
+from bncheck.core.shift import InputExpectation, ShiftEvidence, input_shift, probe_preprocessing
 from bncheck.core.taps import TapCollector
-from bncheck.core.tolerance import tolerance_for
+from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
 
-SEED = 0
+# Outputs this wide or narrower are read as class scores (argmax agreement is reported).
 MAX_CLASSES = 1000
+# A sample's error is relative to its reference output's norm, but never to less than this share
+# of the median norm: a near-empty output (an all-black image) would otherwise turn a tiny
+# absolute difference into a huge relative one and dominate the mean.
+NORM_FLOOR = 0.1
 
 
 @dataclass
@@ -71,6 +78,11 @@ class Comparison:
     layers: list[LayerReport]
     forward_passes: int
     notes: list[str]
+    reference_batches: int = 0
+    truth: Truth | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # by run name, with ``truth``
+    shift: ShiftEvidence | None = None
+    expectation: InputExpectation | None = None
 
 
 def needs_stats(layer: NormLayer) -> bool:
@@ -79,52 +91,54 @@ def needs_stats(layer: NormLayer) -> bool:
 
 
 def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_size: int | None,
+            truth: Truth | None = None,
+            image_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
             progress: Progress | None = None) -> Comparison:
-    """Measure eval mode and every candidate against the reference on ``src``."""
+    """Measure eval mode and every candidate against the reference on ``src``.
+
+    ``truth`` adds the task metric of each run; ``image_norm`` is the (mean, std) an image folder
+    was normalized with, so a preprocessing fix can be given as --mean/--std.
+    """
     progress = progress or NoProgress()
     layers = {layer.name: layer for layer in model.layers() if needs_stats(layer)}
     n = len(src)
-    notes: list[str] = []
     if not layers:
-        unused = BatchSizeEstimate(batch_size, "unused", "no batch-dependent layer")
+        unused = BatchSizeEstimate(batch_size, BatchSizeSource.UNUSED, "no batch-dependent layer")
         return Comparison(n, n, batch_size, unused, None, {}, [], 0,
                           ["no layer normalizes with running statistics: eval mode is the "
-                           "trained behaviour"])
+                           "trained behaviour, and there is nothing to compare"])
     runner = _Runner(src, progress)
     eval_taps = TapCollector()
-    eval_store = runner.run(model, "eval", batch_size, n, taps=list(layers), on_tap=eval_taps)
+    eval_store = runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
+                            on_tap=eval_taps)
     order = eval_taps.order
     spatial = {name: eval_taps.acc[name].spatial > 1 for name in order}
-    if train_batch_size is not None:
-        train = BatchSizeEstimate(train_batch_size, "option", "from --train-batch-size")
-    else:
-        # BatchNorm on (N, C) cannot train at batch size 1 (one value per channel).
-        train = estimate_batch_size([(layers[k], eval_taps.acc[k]) for k in order], n,
-                                    min_batch=1 if all(spatial.values()) else 2)
-    b = train.value
-    if b > max(1, n // 2):
-        capped = max(1, n // 2)
-        notes.append(f"training batch size {b} is over half the {n} samples; the reference uses "
-                     f"{capped} so it can be re-batched")
-        b = capped
-    n_used = n - n % b
-    if n_used < n:
-        notes.append(f"{n - n_used} sample(s) left out so every reference batch has {b}")
+    plan = plan_reference(eval_taps, layers, n, train_batch_size)
+    b, used = plan.batch, plan.used
+    notes = list(plan.notes)
 
     ref_model = model.apply(RewriteMode.REFERENCE).model
     ref_taps = TapCollector()
-    ref = runner.run(ref_model, "reference", b, n_used, taps=list(layers), on_tap=ref_taps)
+    ref = runner.run(ref_model, "reference", b, used, taps=list(layers), on_tap=ref_taps)
     cands: dict[str, Discrepancy] = {"eval": _discrepancy("eval", batch_size, eval_store, ref,
-                                                          n_used)}
+                                                          used)}
+    metrics = {} if truth is None else {"eval": truth.score(eval_store, used)}
     eval_store.close()
-    noise = _noise_floor(runner, ref_model, ref, b, n_used)
-    if cands["eval"].mean <= tolerance_for(noise.mean):
+    noise = _noise_floor(runner, ref_model, ref, b, used)
+    tol = tolerance_for(noise.mean)
+    if tol > MAX_TOLERANCE:
+        notes.append("the reference moves too much with batch composition to judge against: "
+                     "the candidate fixes were not run")
+    elif cands["eval"].mean <= tol:
         # Eval mode already behaves as trained: no fix to choose, so no candidate runs.
         notes.append("eval mode is within tolerance: the candidate fixes were not run")
     else:
         population = {name: acc.population for name, acc in ref_taps.acc.items()}
-        cands.update(_candidates(runner, model, ref, population, spatial, batch_size, b, n_used,
-                                 cands["eval"], notes))
+        for d, metric in _candidates(runner, model, ref, population, spatial, batch_size, b, used,
+                                     cands["eval"], notes, truth):
+            cands[d.name] = d
+            if metric is not None:
+                metrics[d.name] = metric
     ref.close()
     reports = [
         LayerReport(layers[name], i, spatial[name],
@@ -132,38 +146,48 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                     divergence(layers[name], ref_taps.acc[name], b))
         for i, name in enumerate(order)
     ]
-    return Comparison(n, n_used, batch_size, train, noise, cands, reports, runner.passes, notes)
+    shift = input_shift(layers[order[0]], eval_taps.acc[order[0]])
+    expectation = None
+    if shift is not None:
+        mean, std = image_norm if image_norm is not None else (None, None)
+        expectation = probe_preprocessing(model, src, layers[order[0]], mean, std)
+        runner.passes += 3
+    return Comparison(n, used.size, batch_size, plan.train, noise, cands, reports, runner.passes,
+                      notes, plan.batches, truth, metrics, shift, expectation)
 
 
 def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dict[str, Moments],
-                spatial: dict[str, bool], batch_size: int, b: int, n_used: int,
-                eval_run: Discrepancy, notes: list[str]) -> dict[str, Discrepancy]:
-    """Each fix, run and measured against the reference."""
-    out = {"recalibrate": runner.candidate(model, RewriteMode.RECALIBRATE, population, ref,
-                                           batch_size, n_used)}
+                spatial: dict[str, bool], batch_size: int, b: int, used: np.ndarray,
+                eval_run: Discrepancy, notes: list[str], truth: Truth | None
+                ) -> list[tuple[Discrepancy, float | None]]:
+    """Each fix, run and measured against the reference (and against ``truth``)."""
+    out = [runner.candidate(model, RewriteMode.RECALIBRATE, population, ref, batch_size, used,
+                            truth)]
     if any(spatial.values()):
-        out["instance-norm"] = runner.candidate(model, RewriteMode.INSTANCE_NORM, None, ref,
-                                                batch_size, n_used)
+        out.append(runner.candidate(model, RewriteMode.INSTANCE_NORM, None, ref, batch_size, used,
+                                    truth))
     else:
-        notes.append("no batch-dependent layer has spatial dims: instance-norm does not apply")
-    if batch_size == b and all(spatial.values()):
+        notes.append("no batch-dependent layer has per-sample spatial statistics: instance-norm "
+                     "does not apply")
+    if batch_size == b and all(spatial.values()) and truth is None:
         # Identical to the reference by construction: same graph, same batches.
         agreement = None if eval_run.argmax_agreement is None else 1.0
-        out["batch-stats"] = Discrepancy("batch-stats", b, 0.0, 0.0, 0.0, agreement)
+        out.append((Discrepancy("batch-stats", b, 0.0, 0.0, 0.0, agreement), None))
     else:
-        out["batch-stats"] = runner.candidate(model, RewriteMode.BATCH_STATS, None, ref,
-                                              batch_size, n_used)
+        out.append(runner.candidate(model, RewriteMode.BATCH_STATS, None, ref, batch_size, used,
+                                    truth))
     return out
 
 
 def _noise_floor(runner: _Runner, ref_model: Model, ref: OutputStore, b: int,
-                 n_used: int) -> Discrepancy:
+                 used: np.ndarray) -> Discrepancy:
     if b == 1:
         return Discrepancy("noise-floor", 1, 0.0, 0.0, 0.0, None,
                            ["at batch size 1 the reference does not depend on batch composition"])
-    order = np.random.default_rng(SEED).permutation(n_used)
-    rebatched = runner.run(ref_model, "noise floor", b, n_used, order=order)
-    d = _discrepancy("noise-floor", b, rebatched, ref, n_used)
+    # Another seeded shuffle of the same samples: each meets other batch-mates.
+    order = np.random.default_rng(SHUFFLE_SEED + 1).permutation(used)
+    rebatched = runner.run(ref_model, "noise floor", b, order)
+    d = _discrepancy("noise-floor", b, rebatched, ref, used)
     rebatched.close()
     return d
 
@@ -176,14 +200,13 @@ class _Runner:
         self.progress = progress
         self.passes = 0
 
-    def run(self, model: Model, label: str, batch_size: int, n: int, *,
-            taps: list[str] | None = None, on_tap: TapCollector | None = None,
-            order: np.ndarray | None = None) -> OutputStore:
-        store = OutputStore(n)
+    def run(self, model: Model, label: str, batch_size: int, order: np.ndarray, *,
+            taps: list[str] | None = None, on_tap: TapCollector | None = None) -> OutputStore:
+        """Run the samples ``order`` in that order, in batches; outputs stored by sample index."""
+        store = OutputStore(len(self.src))
         self.passes += 1
-        self.progress.start(label, n)
-        idx_all = np.arange(n) if order is None else order
-        for idx, arrays in batches(self.src, batch_size, idx_all):
+        self.progress.start(label, order.size)
+        for idx, arrays in batches(self.src, batch_size, order):
             out = model.run(arrays, taps or (), on_tap)
             store.write(idx, out)
             self.progress.advance(idx.size)
@@ -191,27 +214,34 @@ class _Runner:
         return store
 
     def candidate(self, model: Model, mode: RewriteMode, stats: dict[str, Moments] | None,
-                  ref: OutputStore, batch_size: int, n: int) -> Discrepancy:
+                  ref: OutputStore, batch_size: int, used: np.ndarray, truth: Truth | None
+                  ) -> tuple[Discrepancy, float | None]:
+        """One fix, run on the reference's samples in the reference's order."""
         result = model.apply(mode, stats)
-        store = self.run(result.model, mode.value, batch_size, n)
-        d = _discrepancy(mode.value, batch_size, store, ref, n)
+        store = self.run(result.model, mode.value, batch_size, used)
+        d = _discrepancy(mode.value, batch_size, store, ref, used)
         d.notes.extend(result.notes)
+        metric = None if truth is None else truth.score(store, used)
         store.close()
-        return d
+        return d, metric
 
 
 def _discrepancy(name: str, batch_size: int, got: OutputStore, ref: OutputStore,
-                 n: int) -> Discrepancy:
+                 used: np.ndarray) -> Discrepancy:
+    """Per-sample ``|got - ref| / |ref|``; see ``NORM_FLOOR`` for the denominator."""
+    n = used.size
     errs = np.empty(n)
     agree = 0
     classes = 2 <= ref.width <= MAX_CLASSES
-    step = 256
-    for start in range(0, n, step):
-        idx = np.arange(start, min(n, start + step))
+    norms = np.concatenate([np.linalg.norm(ref.read(used[i:i + CHUNK]).astype(np.float64), axis=1)
+                            for i in range(0, n, CHUNK)])
+    floor = max(NORM_FLOOR * float(np.median(norms)), 1e-12) if n else 1e-12
+    for start in range(0, n, CHUNK):
+        idx = used[start:start + CHUNK]
         y, r = got.read(idx).astype(np.float64), ref.read(idx).astype(np.float64)
         with np.errstate(all="ignore"):
-            e = np.linalg.norm(y - r, axis=1) / np.maximum(np.linalg.norm(r, axis=1), 1e-12)
-        errs[idx] = np.where(np.isfinite(e), e, np.inf)
+            e = np.linalg.norm(y - r, axis=1) / np.maximum(norms[start:start + idx.size], floor)
+        errs[start:start + idx.size] = np.where(np.isfinite(e), e, np.inf)
         if classes:
             agree += int((np.argmax(np.nan_to_num(y, nan=-np.inf), 1) == np.argmax(r, 1)).sum())
     with np.errstate(all="ignore"):

@@ -31,7 +31,15 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: -f.severity.rank)
 
 
+# The finding of an inconclusive compare.
+INCONCLUSIVE = "inconclusive"
+# The findings of compare's mismatch verdict, the only ones --fail-on mismatch exits 1 for.
+MISMATCH_CODES = ("eval-mismatch", "input-shift")
+
+
 def exit_code(findings: list[Finding], fail_on: FailOn) -> int:
-    """0 when nothing is at or above ``fail_on``, else 1."""
+    """0 when nothing is at or above ``fail_on`` (for MISMATCH: no mismatch verdict), else 1."""
+    if fail_on is FailOn.MISMATCH:
+        return 1 if any(f.code in MISMATCH_CODES for f in findings) else 0
     threshold = Severity(fail_on.value).rank
     return 1 if any(f.severity.rank >= threshold for f in findings) else 0

@@ -24,10 +24,11 @@ class Severity(StrEnum):
 
 
 class FailOn(StrEnum):
-    """The lowest severity that makes the process exit 1."""
+    """The lowest severity that makes the process exit 1; MISMATCH: only compare's mismatch verdict."""
 
     WARN = "warn"
     ERROR = "error"
+    MISMATCH = "mismatch"
 
 
 class RewriteMode(StrEnum):

@@ -1,34 +1,86 @@
-"""The verdict: is eval mode within the noise floor of the trained behaviour, and what fixes it."""
+"""The verdict: is eval mode within the noise floor of the trained behaviour, why not, what fixes it.
+
+See docs/design.md, "The verdict". In short:
+- inconclusive when the evidence cannot carry a verdict (too few reference batches, a reference
+  too noisy to judge against, a fix that rests on an assumed training batch size);
+- ok when eval mode is within tolerance of the reference;
+- otherwise a mismatch, diagnosed as an input shift (the first normalization layer already sees
+  data its running stats do not describe: check the preprocessing, and recalibrate only if this
+  data is what is deployed) or as an internal mismatch (the running stats disagree with how the
+  network was trained), fixed by the candidate closest to the reference. With a task metric, a fix
+  that makes it worse than eval mode is never recommended.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
+from bncheck.core.batchsize import BatchSizeSource
 from bncheck.core.compare import Comparison, Discrepancy
 from bncheck.core.diagnosis import KL_ERROR, KL_WARN
-from bncheck.core.findings import Finding
+from bncheck.core.findings import INCONCLUSIVE, Finding
 from bncheck.core.options import Severity
-from bncheck.core.tolerance import tolerance_for
+from bncheck.core.reference import MIN_REFERENCE_BATCHES
+from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
 
-# Batch-independent fixes first, then the least invasive (DESIGN.md §2).
-PREFERENCE = ("recalibrate", "instance-norm", "batch-stats")
+
+class VerdictKind(StrEnum):
+    """The answer compare gives."""
+
+    OK = "ok"
+    MISMATCH = "mismatch"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Diagnosis(StrEnum):
+    """Why eval mode departs from the trained behaviour."""
+
+    NONE = "none"
+    INPUT_SHIFT = "input-shift"  # the data is not what the model was trained on
+    INTERNAL = "internal-mismatch"  # the running stats disagree with how it was trained
+
+
+class FixMode(StrEnum):
+    """A recommendation: a rewrite mode, or none."""
+
+    NONE = "none"
+    RECALIBRATE = "recalibrate"
+    INSTANCE_NORM = "instance-norm"
+    BATCH_STATS = "batch-stats"
+
+
+# Batch-independent fixes first, then the least invasive.
+PREFERENCE = (FixMode.RECALIBRATE, FixMode.INSTANCE_NORM, FixMode.BATCH_STATS)
+# Fixes whose case rests on the training batch size.
+BATCH_DEPENDENT = (FixMode.INSTANCE_NORM, FixMode.BATCH_STATS)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """``ok`` or ``mismatch``, the recommended mode and a reason citing the figures."""
+    """The verdict, its diagnosis, the recommended mode and a reason citing the figures.
 
-    verdict: str
-    mode: str
+    ``conditional`` is a fix to apply only under a stated condition: recalibrate after an input
+    shift ("if this data is what you deploy on"), or when the output is fine but some layers'
+    stats do not describe the data.
+    """
+
+    verdict: VerdictKind
+    diagnosis: Diagnosis
+    mode: FixMode
     reason: str
     tolerance: float
     first_failing_layer: str | None
+    conditional: FixMode = FixMode.NONE
+    advice: str = ""
 
     def to_json(self) -> dict[str, object]:
-        """The contract's ``verdict`` and ``recommendation`` keys."""
-        return {"verdict": self.verdict,
-                "recommendation": {"mode": self.mode, "reason": self.reason},
+        """The contract's ``verdict`` and ``recommendation`` keys, and the diagnosis."""
+        return {"verdict": self.verdict.value, "diagnosis": self.diagnosis.value,
+                "recommendation": {"mode": self.mode.value, "reason": self.reason,
+                                   "conditional": {"mode": self.conditional.value,
+                                                   "advice": self.advice}},
                 "tolerance": self.tolerance, "first_failing_layer": self.first_failing_layer}
 
 
@@ -38,36 +90,132 @@ def tolerance(c: Comparison) -> float:
 
 
 def decide(c: Comparison) -> Verdict:
-    """Apply DESIGN.md §2: eval within tolerance is ok; else the closest candidate, preferred
-    in order recalibrate, instance-norm, batch-stats among those within tolerance."""
+    """Apply the rules in the module docstring to what compare measured."""
     if not c.candidates:
-        return Verdict("ok", "none", c.notes[0] if c.notes else "nothing depends on the batch",
-                       0.0, None)
+        return Verdict(VerdictKind.OK, Diagnosis.NONE, FixMode.NONE,
+                       c.notes[0] if c.notes else "nothing depends on the batch", 0.0, None)
     tol = tolerance(c)
     first = first_failing_layer(c)
     ev = c.candidates["eval"]
     floor = c.noise_floor.mean if c.noise_floor else 0.0
+    b = c.train_batch.value
     figures = (f"eval mode is {_f(ev.mean)} from the trained behaviour (relative L2; noise floor "
-               f"{_f(floor)}, tolerance {_f(tol)}, training batch size {c.train_batch.value})")
+               f"{_f(floor)}, tolerance {_f(tol)}, training batch size {b})")
+    if c.n_used // b < MIN_REFERENCE_BATCHES:
+        return _inconclusive(
+            c, tol, first,
+            f"{c.n_used} usable sample(s) make {c.n_used // b} reference batch(es) at the training "
+            f"batch size {b}, fewer than the {MIN_REFERENCE_BATCHES} needed to see how the trained "
+            f"behaviour varies with the batch. Give at least {MIN_REFERENCE_BATCHES * b} samples"
+            + ("" if c.train_batch.source is BatchSizeSource.OPTION else
+               ", or --train-batch-size if you know it"))
+    if tol > MAX_TOLERANCE:
+        return _inconclusive(
+            c, tol, first,
+            f"re-batching alone moves the trained behaviour by {_f(floor)} (relative L2), so the "
+            f"tolerance would be {_f(tol)}, above the {MAX_TOLERANCE} under which a verdict means "
+            f"anything: this model's outputs are dominated by batch noise at batch size {b}. Give "
+            "--train-batch-size if it differs, or samples like the training data")
+    shift_fix, advice = _conditional_recalibrate(c, tol, first)
     if ev.mean <= tol:
-        return Verdict("ok", "none", f"{figures}: within tolerance, no fix needed", tol, first)
-    fixes = [c.candidates[m] for m in PREFERENCE if m in c.candidates]
-    within = [d for d in fixes if d.mean <= tol]
-    best = within[0] if within else min(fixes, key=lambda d: d.mean)
-    others = ", ".join(f"{d.name} {_f(d.mean)}" for d in fixes if d is not best)
-    why = _why(best)
-    closing = "" if within else "; no candidate is within tolerance, this one comes closest"
+        return Verdict(VerdictKind.OK, Diagnosis.NONE, FixMode.NONE,
+                       f"{figures}: within tolerance, no fix needed", tol, first, shift_fix, advice)
     where = f"; it departs first at layer {first}" if first else ""
-    reason = (f"{figures}{where}. {best.name} comes to {_f(best.mean)} (others: {others}){closing}."
-              f" {why}")
-    return Verdict("mismatch", best.name, reason, tol, first)
+    if c.shift is not None:
+        return Verdict(VerdictKind.MISMATCH, Diagnosis.INPUT_SHIFT, FixMode.NONE,
+                       f"{figures}{where}. The inputs differ from the data the model was trained "
+                       f"on: {c.shift.describe()}. {_preprocessing_advice(c)}", tol, first,
+                       shift_fix, advice)
+    return _internal(c, figures + where, tol, first)
 
 
-def _why(best: Discrepancy) -> str:
-    if best.name == "instance-norm":
+def _internal(c: Comparison, figures: str, tol: float, first: str | None) -> Verdict:
+    fixes = [c.candidates[m] for m in PREFERENCE if m in c.candidates]
+    eval_metric = c.metrics.get("eval")
+    harmful = [d for d in fixes if _lowers_metric(c, d)]
+    safe = [d for d in fixes if d not in harmful]
+    dropped = ""
+    if harmful and c.truth is not None and eval_metric is not None:
+        dropped = (" Not recommended, as they lower the " + c.truth.kind.value + " below eval "
+                   f"mode's {c.truth.fmt(eval_metric)}: "
+                   + ", ".join(f"{d.name} ({c.truth.fmt(c.metrics[d.name])})" for d in harmful)
+                   + ".")
+    if not safe:
+        return Verdict(VerdictKind.MISMATCH, Diagnosis.INTERNAL, FixMode.NONE,
+                       f"{figures}. Every candidate fix lowers the task metric, so none is "
+                       f"recommended.{dropped}", tol, first)
+    within = [d for d in safe if d.mean <= tol]
+    best = within[0] if within else min(safe, key=lambda d: d.mean)
+    mode = FixMode(best.name)
+    if mode in BATCH_DEPENDENT and c.train_batch.source is BatchSizeSource.ASSUMED:
+        return _inconclusive(
+            c, tol, first,
+            f"{figures}. {best.name} comes closest, but that rests on the training batch size, "
+            f"which could not be estimated ({c.train_batch.detail}). Give --train-batch-size")
+    others = ", ".join(f"{d.name} {_f(d.mean)}" for d in fixes if d is not best)
+    closing = "" if within else "; no candidate is within tolerance, this one comes closest"
+    metric = ""
+    if c.truth is not None and eval_metric is not None:
+        metric = (f" {c.truth.kind.value.capitalize()}: eval {c.truth.fmt(eval_metric)}, "
+                  f"{best.name} {c.truth.fmt(c.metrics[best.name])}.")
+    reason = (f"{figures}. {best.name} comes to {_f(best.mean)} (others: {others or 'none'})"
+              f"{closing}. {_why(mode, best)}{metric}{dropped}")
+    return Verdict(VerdictKind.MISMATCH, Diagnosis.INTERNAL, mode, reason, tol, first)
+
+
+def _inconclusive(c: Comparison, tol: float, first: str | None, why: str) -> Verdict:
+    return Verdict(VerdictKind.INCONCLUSIVE, Diagnosis.NONE, FixMode.NONE, why, tol, first)
+
+
+def _lowers_metric(c: Comparison, d: Discrepancy) -> bool:
+    if c.truth is None or "eval" not in c.metrics or d.name not in c.metrics:
+        return False
+    return c.truth.worse(c.metrics[d.name], c.metrics["eval"])
+
+
+def _conditional_recalibrate(c: Comparison, tol: float,
+                             first: str | None) -> tuple[FixMode, str]:
+    """Recalibrate as a fix only if this data is what is deployed, with the sentence saying so."""
+    diverging = [r for r in c.layers if r.reference.kl >= KL_WARN]
+    recal = c.candidates.get(FixMode.RECALIBRATE.value)
+    if recal is not None and _lowers_metric(c, recal):
+        return FixMode.NONE, ""
+    if c.shift is not None:
+        figure = "" if recal is None else f" (it then comes to {_f(recal.mean)})"
+        return FixMode.RECALIBRATE, (f"Only if this data is what you deploy on, recalibrate on "
+                                     f"it{figure}")
+    if diverging and c.candidates["eval"].mean <= tol:
+        worst = max(diverging, key=lambda r: _key(r.reference.kl))
+        return FixMode.RECALIBRATE, (
+            f"The output is within tolerance, but the running stats of {len(diverging)} layer(s) "
+            f"do not describe this data (worst {worst.layer.name}, expected KL "
+            f"{_f(worst.reference.kl)}); if this data is what you deploy on, recalibrate")
+    return FixMode.NONE, ""
+
+
+def _preprocessing_advice(c: Comparison) -> str:
+    e = c.expectation
+    if e is None or e.expected_mean is None or e.expected_std is None:
+        note = f" ({e.note})" if e is not None else ""
+        return f"Check the preprocessing (normalization, contrast, channel order) first{note}."
+    text = (f"Check the preprocessing first: per input channel the data has mean {_v(e.data_mean)}"
+            f" and std {_v(e.data_std)}; the model appears to expect mean {_v(e.expected_mean)} "
+            f"and std {_v(e.expected_std)} ({e.note})")
+    if e.suggested_mean is not None and e.suggested_std is not None:
+        text += (f"; for this image folder, --mean {','.join(f'{x:.3g}' for x in e.suggested_mean)}"
+                 f" --std {','.join(f'{x:.3g}' for x in e.suggested_std)} would match")
+    return text + "."
+
+
+def _v(xs: list[float]) -> str:
+    return "[" + ", ".join(f"{x:.3g}" for x in xs) + "]"
+
+
+def _why(mode: FixMode, best: Discrepancy) -> str:
+    if mode is FixMode.INSTANCE_NORM:
         return ("The model was trained on per-sample statistics: instance normalization "
                 "reproduces that and makes outputs independent of the batch.")
-    if best.name == "recalibrate":
+    if mode is FixMode.RECALIBRATE:
         return ("The running statistics do not match what the layers see: re-estimating them on "
                 "this data restores the trained behaviour.")
     return (f"Only batch statistics at batch size {best.batch_size} reproduce the training "
@@ -76,6 +224,10 @@ def _why(best: Discrepancy) -> str:
 
 def _f(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.3f}"
+
+
+def _key(x: float) -> float:
+    return x if math.isfinite(x) else math.inf
 
 
 def first_failing_layer(c: Comparison) -> str | None:
@@ -99,7 +251,12 @@ def layer_severity(kl: float) -> Severity | None:
 def compare_findings(c: Comparison, v: Verdict) -> list[Finding]:
     """Findings for the verdict and for each diverging layer."""
     out: list[Finding] = []
-    if v.verdict == "mismatch":
+    if v.verdict is VerdictKind.INCONCLUSIVE:
+        out.append(Finding("", Severity.ERROR, INCONCLUSIVE, v.reason))
+    elif v.diagnosis is Diagnosis.INPUT_SHIFT:
+        out.append(Finding(c.shift.layer if c.shift else "", Severity.ERROR, "input-shift",
+                           v.reason))
+    elif v.verdict is VerdictKind.MISMATCH:
         out.append(Finding(v.first_failing_layer or "", Severity.ERROR, "eval-mismatch",
                            v.reason))
     for r in c.layers:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bncheck.core.findings import Finding
 from bncheck.core.inspection import Inspection
 from bncheck.core.layers import NormLayer, finite_range
 from bncheck.report.console import SEVERITY_STYLE, fmt_num
@@ -25,9 +26,10 @@ def render_inspection(r: Inspection, console: Console) -> None:
         console.print(Text.assemble(sev, "  ", f"{where}{f.message} [{f.code}]"))
 
 
-def summary_line(r: Inspection) -> Text:
-    """One line: what the model is and how bad it looks."""
-    sev = Counter(f.severity.value for f in r.findings)
+def summary_line(r: Inspection, findings: list[Finding] | None = None) -> Text:
+    """One line: what the model is and how bad it looks (``findings``: all of them, when a
+    command found more than inspect did)."""
+    sev = Counter(f.severity.value for f in (r.findings if findings is None else findings))
     stats = sum(1 for layer in r.layers if layer.uses_running_stats)
     t = Text(f"{r.model} ({r.format}): {len(r.layers)} layers, {stats} with running stats; ")
     counts = [f"{sev[k]} {k}" for k in ("error", "warn", "info") if sev.get(k)]

@@ -40,7 +40,7 @@ def write_plot(c: Comparison, v: Verdict, path: Path) -> None:
     ax2.bar([d.name for d in cands], vals, color=colors)
     ax2.axhline(v.tolerance, color="k", linestyle="--", label=f"tolerance {v.tolerance:.3f}")
     ax2.set_ylabel("mean relative L2 vs trained behaviour")
-    ax2.set_title(f"candidates (verdict: {v.verdict})")
+    ax2.set_title(f"candidates (verdict: {v.verdict.value})")
     ax2.tick_params(axis="x", rotation=30)
     ax2.legend()
     fig.tight_layout()

@@ -14,7 +14,8 @@ def check_destination(out: Path, inputs: list[Path], force: bool) -> None:
     """Validate ``out`` before any work starts."""
     for p in inputs:
         if p.exists() and out.exists() and out.resolve() == p.resolve():
-            raise BncheckError(f"-o {out} is the input file; bncheck never writes over its input")
+            raise BncheckError(f"-o {out} is one of the inputs ({p}); bncheck never writes over "
+                               "its inputs")
     if out.is_dir():
         raise BncheckError(f"-o {out} is a folder; give a file name")
     if out.exists() and not force:

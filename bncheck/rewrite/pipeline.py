@@ -13,6 +13,7 @@ from bncheck.core.data import SampleSource, batches
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
 from bncheck.core.progress import NoProgress, Progress
+from bncheck.core.reference import plan_reference
 from bncheck.core.taps import TapCollector
 
 
@@ -28,26 +29,42 @@ class Stage:
 
 
 def population_stats(model: Model, src: SampleSource, batch_size: int,
-                     progress: Progress | None = None) -> dict[str, Moments]:
-    """Exact float64 population moments of each BN layer's input, PreciseBN-style.
+                     train_batch_size: int | None, progress: Progress | None = None
+                     ) -> tuple[dict[str, Moments], list[str]]:
+    """Exact float64 population moments of each BN layer's input, PreciseBN-style, and notes.
 
-    Normalization layers run on batch statistics (running stats untouched, dropout in eval);
-    moments are merged over all samples, weighted by element count.
+    They are gathered exactly as compare's recalibrate candidate gathers them: normalization
+    layers on batch statistics at the training batch size (running stats untouched, dropout in
+    eval), over the same shuffled reference batches, merged in float64 weighted by element
+    count. ``batch_size`` only sets how the batch-independent eval pass (which estimates the
+    training batch size) is chunked, so it cannot change the result.
     """
     progress = progress or NoProgress()
-    names = [layer.name for layer in model.layers() if needs_stats(layer)]
-    ref = model.apply(RewriteMode.REFERENCE).model
+    layers = {layer.name: layer for layer in model.layers() if needs_stats(layer)}
+    eval_taps = TapCollector()
+    _tapped_pass(model, src, batch_size, np.arange(len(src)), list(layers), eval_taps, progress,
+                 "eval")
+    plan = plan_reference(eval_taps, layers, len(src), train_batch_size)
     taps = TapCollector()
-    progress.start("recalibrate", len(src))
-    for idx, arrays in batches(src, batch_size):
-        ref.run(arrays, names, taps)
+    _tapped_pass(model.apply(RewriteMode.REFERENCE).model, src, plan.batch, plan.used,
+                 list(layers), taps, progress, "recalibrate")
+    notes = [f"statistics gathered on batch statistics at batch size {plan.batch} over "
+             f"{plan.used.size} shuffled samples (training batch size {plan.train.value}, "
+             f"{plan.train.source.value}: {plan.train.detail})", *plan.notes]
+    return {name: acc.population for name, acc in taps.acc.items()}, notes
+
+
+def _tapped_pass(model: Model, src: SampleSource, batch_size: int, order: np.ndarray,
+                 names: list[str], taps: TapCollector, progress: Progress, label: str) -> None:
+    progress.start(label, order.size)
+    for idx, arrays in batches(src, batch_size, order):
+        model.run(arrays, names, taps)
         progress.advance(idx.size)
     progress.finish()
-    return {name: acc.population for name, acc in taps.acc.items()}
 
 
 def apply_modes(model: Model, modes: Sequence[RewriteMode], src: SampleSource | None,
-                example: list[np.ndarray], batch_size: int,
+                example: list[np.ndarray], batch_size: int, train_batch_size: int | None,
                 progress: Progress | None = None) -> list[Stage]:
     """Run each mode on the result of the previous one."""
     stages: list[Stage] = []
@@ -56,10 +73,11 @@ def apply_modes(model: Model, modes: Sequence[RewriteMode], src: SampleSource | 
         # A tapped run teaches the backend each layer's input rank (needed for (N, C) layers).
         current.run(example, [layer.name for layer in current.layers() if needs_stats(layer)])
         stats = None
+        notes: list[str] = []
         if mode is RewriteMode.RECALIBRATE:
             assert src is not None
-            stats = population_stats(current, src, batch_size, progress)
+            stats, notes = population_stats(current, src, batch_size, train_batch_size, progress)
         result = current.apply(mode, stats)
-        stages.append(Stage(mode, current, result.model, result.notes, stats))
+        stages.append(Stage(mode, current, result.model, notes + result.notes, stats))
         current = result.model
     return stages

@@ -242,7 +242,7 @@ def test_too_few_samples_is_inconclusive(limit: str) -> None:
     doc = _compare(model_path("digits", "onnx"), SHIFTED, "--limit", limit)
     assert doc["verdict"] == "inconclusive" and doc["recommendation"]["mode"] == "none"
     assert "samples" in doc["recommendation"]["reason"]
-    assert [f["code"] for f in doc["findings"]][0] == "inconclusive"
+    assert doc["findings"][0]["code"] == "inconclusive"
     r = cli("compare", model_path("digits", "onnx"), "--data", SHIFTED, "--limit", limit,
             "--fail-on", "mismatch")
     assert r.code == 0 and "verdict: INCONCLUSIVE" in r.out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -93,12 +92,6 @@ def test_json_is_the_only_thing_on_stdout() -> None:
     assert all({"name", "kind"} <= set(layer) for layer in doc["layers"])
 
 
-def test_golden_text_report() -> None:
-    r = cli("inspect", "fixtures/models/digits_corrupt.onnx")
-    golden = (ROOT / "tests" / "golden" / "inspect_digits_corrupt.txt").read_text()
-    assert r.out == golden
-
-
 def _fresh(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           check=False)
@@ -118,13 +111,3 @@ def test_help_and_onnx_inspect_never_import_torch() -> None:
     p = _fresh(code)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "False"
-
-
-def test_help_is_fast() -> None:
-    start = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "bncheck", "--help"], capture_output=True, cwd=ROOT,
-                       check=False)
-    assert p.returncode == 0
-    assert b"inspect" in p.stdout
-    # Generous bound for a loaded CI box; bench/ measures the real figure.
-    assert time.perf_counter() - start < 2.0

@@ -146,7 +146,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                     divergence(layers[name], ref_taps.acc[name], b))
         for i, name in enumerate(order)
     ]
-    shift = input_shift(layers[order[0]], eval_taps.acc[order[0]])
+    shift = input_shift(layers[order[0]], eval_taps.acc[order[0]], plan.train.value)
     expectation = None
     if shift is not None:
         mean, std = image_norm if image_norm is not None else (None, None)

@@ -20,9 +20,14 @@ from bncheck.core.layers import NormLayer
 from bncheck.core.moments import LayerAccumulator
 from bncheck.core.taps import TapCollector
 
-# Running means further than this many running std from the data's mean (median over channels)
-# do not describe the data.
-MAX_MEAN_SHIFT = 0.5
+# Running means further from the data's mean than this many running std (median over channels)
+# ... and than this many times their own noise do not describe the data. The running mean is an
+# exponential average of batch means, so it scatters around the data's mean by
+# sqrt(m / (2 - m) * between / B) for momentum m and training batch size B.
+MIN_MEAN_SHIFT = 0.1
+MAX_NOISE_RATIO = 3.0
+# Momentum assumed where the file does not say (torch's default).
+DEFAULT_MOMENTUM = 0.1
 # Running variances outside [within / this, (within + between) * this] fit no batch size.
 VAR_SLACK = 1.5
 # Stats still within this of (mean 0, var 1) were never updated: that is not an input shift.
@@ -57,11 +62,12 @@ class ShiftEvidence:
         return {"layer": self.layer, "mean_shift": self.mean_shift, "var_ratio": self.var_ratio}
 
 
-def input_shift(layer: NormLayer, acc: LayerAccumulator) -> ShiftEvidence | None:
+def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
+                ) -> ShiftEvidence | None:
     """Evidence of an input shift at ``layer``, the first normalization layer, or None.
 
-    Stats that are not finite, negative or still at their initial values are broken stats, not
-    a shift: recalibration is the right fix for those.
+    ``batch_size`` is the training batch size. Stats that are not finite, negative or still at
+    their initial values are broken stats, not a shift: recalibration is the fix for those.
     """
     rm, rv = layer.running_mean, layer.running_var
     mu = acc.population.mean
@@ -71,12 +77,16 @@ def input_shift(layer: NormLayer, acc: LayerAccumulator) -> ShiftEvidence | None
         return None
     if np.all(np.abs(rm) <= INIT_TOL) and np.all(np.abs(rv - 1.0) <= INIT_TOL):
         return None
-    shift = float(np.median(np.abs(mu - rm) / np.sqrt(rv)))
-    within, total = acc.within_var, acc.population.var
+    within, total, between = acc.within_var, acc.population.var, acc.between_var
+    m = layer.momentum if layer.momentum else DEFAULT_MOMENTUM
+    noise = np.sqrt(m / (2.0 - m) * between / batch_size)
     with np.errstate(all="ignore"):
+        shift = float(np.median(np.abs(mu - rm) / np.sqrt(rv)))
+        ratio = float(np.median(np.abs(mu - rm) / np.maximum(noise, 1e-12)))
         low = float(np.median(rv / np.maximum(within, 1e-12))) if acc.spatial > 1 else np.inf
         high = float(np.median(rv / np.maximum(total, 1e-12)))
-    if shift <= MAX_MEAN_SHIFT and low * VAR_SLACK >= 1.0 and high <= VAR_SLACK:
+    mean_off = shift > MIN_MEAN_SHIFT and ratio > MAX_NOISE_RATIO
+    if not mean_off and low * VAR_SLACK >= 1.0 and high <= VAR_SLACK:
         return None
     return ShiftEvidence(layer.name, shift, high)
 

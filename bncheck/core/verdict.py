@@ -101,6 +101,7 @@ def decide(c: Comparison) -> Verdict:
     b = c.train_batch.value
     figures = (f"eval mode is {_f(ev.mean)} from the trained behaviour (relative L2; noise floor "
                f"{_f(floor)}, tolerance {_f(tol)}, training batch size {b})")
+    fix, advice = _conditional_recalibrate(c, tol)
     if c.n_used // b < MIN_REFERENCE_BATCHES:
         return _inconclusive(
             c, tol, first,
@@ -108,24 +109,25 @@ def decide(c: Comparison) -> Verdict:
             f"batch size {b}, fewer than the {MIN_REFERENCE_BATCHES} needed to see how the trained "
             f"behaviour varies with the batch. Give at least {MIN_REFERENCE_BATCHES * b} samples"
             + ("" if c.train_batch.source is BatchSizeSource.OPTION else
-               ", or --train-batch-size if you know it"))
+               ", or --train-batch-size if you know it"), fix, advice)
     if tol > MAX_TOLERANCE:
         return _inconclusive(
             c, tol, first,
             f"re-batching alone moves the trained behaviour by {_f(floor)} (relative L2), so the "
             f"tolerance would be {_f(tol)}, above the {MAX_TOLERANCE} under which a verdict means "
             f"anything: this model's outputs are dominated by batch noise at batch size {b}. Give "
-            "--train-batch-size if it differs, or samples like the training data")
-    shift_fix, advice = _conditional_recalibrate(c, tol, first)
+            "--train-batch-size if it differs, or samples like the training data", fix, advice)
     if ev.mean <= tol:
         return Verdict(VerdictKind.OK, Diagnosis.NONE, FixMode.NONE,
-                       f"{figures}: within tolerance, no fix needed", tol, first, shift_fix, advice)
+                       f"{figures}: within tolerance, no fix needed", tol, first, fix,
+                       f"The output is within tolerance, but {advice[0].lower()}{advice[1:]}"
+                       if advice else "")
     where = f"; it departs first at layer {first}" if first else ""
     if c.shift is not None:
         return Verdict(VerdictKind.MISMATCH, Diagnosis.INPUT_SHIFT, FixMode.NONE,
                        f"{figures}{where}. The inputs differ from the data the model was trained "
                        f"on: {c.shift.describe()}. {_preprocessing_advice(c)}", tol, first,
-                       shift_fix, advice)
+                       fix, advice)
     return _internal(c, figures + where, tol, first)
 
 
@@ -151,7 +153,8 @@ def _internal(c: Comparison, figures: str, tol: float, first: str | None) -> Ver
         return _inconclusive(
             c, tol, first,
             f"{figures}. {best.name} comes closest, but that rests on the training batch size, "
-            f"which could not be estimated ({c.train_batch.detail}). Give --train-batch-size")
+            f"which could not be estimated ({c.train_batch.detail}). Give --train-batch-size",
+            FixMode.NONE, "")
     others = ", ".join(f"{d.name} {_f(d.mean)}" for d in fixes if d is not best)
     closing = "" if within else "; no candidate is within tolerance, this one comes closest"
     metric = ""
@@ -163,8 +166,10 @@ def _internal(c: Comparison, figures: str, tol: float, first: str | None) -> Ver
     return Verdict(VerdictKind.MISMATCH, Diagnosis.INTERNAL, mode, reason, tol, first)
 
 
-def _inconclusive(c: Comparison, tol: float, first: str | None, why: str) -> Verdict:
-    return Verdict(VerdictKind.INCONCLUSIVE, Diagnosis.NONE, FixMode.NONE, why, tol, first)
+def _inconclusive(c: Comparison, tol: float, first: str | None, why: str, fix: FixMode,
+                  advice: str) -> Verdict:
+    return Verdict(VerdictKind.INCONCLUSIVE, Diagnosis.NONE, FixMode.NONE, why, tol, first, fix,
+                   advice)
 
 
 def _lowers_metric(c: Comparison, d: Discrepancy) -> bool:
@@ -173,23 +178,26 @@ def _lowers_metric(c: Comparison, d: Discrepancy) -> bool:
     return c.truth.worse(c.metrics[d.name], c.metrics["eval"])
 
 
-def _conditional_recalibrate(c: Comparison, tol: float,
-                             first: str | None) -> tuple[FixMode, str]:
-    """Recalibrate as a fix only if this data is what is deployed, with the sentence saying so."""
-    diverging = [r for r in c.layers if r.reference.kl >= KL_WARN]
+def _conditional_recalibrate(c: Comparison, tol: float) -> tuple[FixMode, str]:
+    """Recalibrate as a fix only if this data is what is deployed, with the sentence saying so.
+
+    Offered after an input shift, and whenever some layers' running stats do not describe the
+    data even though the output verdict does not show it; never when it lowers the metric.
+    """
     recal = c.candidates.get(FixMode.RECALIBRATE.value)
     if recal is not None and _lowers_metric(c, recal):
         return FixMode.NONE, ""
-    if c.shift is not None:
-        figure = "" if recal is None else f" (it then comes to {_f(recal.mean)})"
+    figure = "" if recal is None else f" (it then comes to {_f(recal.mean)})"
+    if c.shift is not None and c.candidates["eval"].mean > tol:
         return FixMode.RECALIBRATE, (f"Only if this data is what you deploy on, recalibrate on "
                                      f"it{figure}")
-    if diverging and c.candidates["eval"].mean <= tol:
+    diverging = [r for r in c.layers if r.reference.kl >= KL_WARN]
+    if diverging:
         worst = max(diverging, key=lambda r: _key(r.reference.kl))
         return FixMode.RECALIBRATE, (
-            f"The output is within tolerance, but the running stats of {len(diverging)} layer(s) "
-            f"do not describe this data (worst {worst.layer.name}, expected KL "
-            f"{_f(worst.reference.kl)}); if this data is what you deploy on, recalibrate")
+            f"The running stats of {len(diverging)} layer(s) do not describe this data (worst "
+            f"{worst.layer.name}, expected KL {_f(worst.reference.kl)}); if this data is what you "
+            f"deploy on, recalibrate{figure}")
     return FixMode.NONE, ""
 
 

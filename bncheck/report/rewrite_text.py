@@ -12,7 +12,7 @@ from bncheck.rewrite.run import RewriteReport
 def render_rewrite(r: RewriteReport, console: Console) -> None:
     """Notes per mode, verification table, then the outcome."""
     console.print(Text(f"{r.source} -> {r.output}  ({' then '.join(m.value for m in r.modes)})",
-                       style="bold"))
+                       style="bold"), soft_wrap=True)
     for mode, notes in r.notes.items():
         for n in notes:
             console.print(f"  {mode}: {n}")

@@ -26,6 +26,9 @@ class InputSpec:
 
     name: str
     shape: tuple[int | None, ...]
+    # Read off the architecture (the first conv's channels), not declared by the model: data of
+    # another shape is tried on the model rather than refused.
+    guessed: bool = False
 
 
 @dataclass(frozen=True)

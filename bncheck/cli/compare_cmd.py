@@ -20,6 +20,7 @@ from bncheck.cli.options import (
     FailOnOpt,
     FormatOpt,
     ImageSizeOpt,
+    InputShapeOpt,
     LabelsOpt,
     LimitOpt,
     MeanOpt,
@@ -50,6 +51,7 @@ def compare(
     fail_on: FailOnOpt = FailOn.ERROR,
     labels: LabelsOpt = None,
     targets: TargetsOpt = None,
+    input_shape: InputShapeOpt = None,
     image_size: ImageSizeOpt = None,
     mean: MeanOpt = DEFAULT_MEAN,
     std: StdOpt = DEFAULT_STD,
@@ -74,7 +76,7 @@ def compare(
         bncheck compare w.pth --arch pkg.models:unet --data x.npz --plot r.png
     """
     from bncheck.backends.base import load_model
-    from bncheck.cli.common import image_options, open_truth
+    from bncheck.cli.common import image_options, ints, open_truth
     from bncheck.core.compare import compare as run_compare
     from bncheck.core.data import open_for_model
     from bncheck.core.findings import exit_code, sort_findings
@@ -88,9 +90,10 @@ def compare(
     if plot is not None and plot.suffix.lower() != ".png":
         raise BncheckError(f"--plot {plot}: give a .png file name")
     image = image_options(image_size, mean, std)
+    shape = ints(input_shape, "--input-shape") if input_shape else None
     loaded = load_model(model, allow_pickle=allow_pickle, arch=arch, device=device)
     inspection = inspect_model(loaded)
-    src, runnable = open_for_model(loaded, data, image, limit)
+    src, runnable = open_for_model(loaded, data, image, limit, shape)
     truth = open_truth(labels, targets, len(src))
     progress = progress_for(format is OutputFormat.JSON)
     try:
@@ -105,7 +108,7 @@ def compare(
     findings = sort_findings(inspection.findings + compare_findings(result, verdict))
     options = _passthrough(arch=arch, allow_pickle=allow_pickle, image_size=image_size, mean=mean,
                            std=std, limit=limit, batch_size=batch_size, device=device,
-                           labels=labels, targets=targets)
+                           labels=labels, targets=targets, input_shape=input_shape)
     if result.train_batch.source is not BatchSizeSource.UNUSED:
         # recalibrate then gathers its statistics exactly as compare did.
         options += ["--train-batch-size", str(result.train_batch.value)]
@@ -124,7 +127,7 @@ def compare(
 
 def _passthrough(*, arch: str | None, allow_pickle: bool, image_size: str | None, mean: str,
                  std: str, limit: int | None, batch_size: int, device: Device,
-                 labels: Path | None, targets: Path | None) -> list[str]:
+                 labels: Path | None, targets: Path | None, input_shape: str | None) -> list[str]:
     """The options a rewrite needs to see the same model and the same samples as compare."""
     opts: list[str] = []
     if arch:
@@ -133,6 +136,8 @@ def _passthrough(*, arch: str | None, allow_pickle: bool, image_size: str | None
         opts.append("--allow-pickle")
     if image_size:
         opts += ["--image-size", image_size]
+    if input_shape:
+        opts += ["--input-shape", input_shape]
     if mean != DEFAULT_MEAN:
         opts += ["--mean", mean]
     if std != DEFAULT_STD:

@@ -50,6 +50,10 @@ StdOpt = Annotated[str, typer.Option(
 TrainBatchOpt = Annotated[int | None, typer.Option(
     "--train-batch-size", min=1,
     help="Batch size the model was trained with (default: estimated from running_var).")]
+InputShapeOpt = Annotated[str | None, typer.Option(
+    "--input-shape", metavar="C,H,W", help="Per-sample input shape, where the model does not "
+                                           "declare one (a state_dict with --arch); also sizes "
+                                           "generated verification inputs without --data.")]
 LabelsOpt = Annotated[Path | None, typer.Option(
     "--labels", metavar="FILE",
     help="Class id per sample (.npy, .npz or text): measure accuracy for eval and each fix; a "

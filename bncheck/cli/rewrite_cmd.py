@@ -16,6 +16,7 @@ from bncheck.cli.options import (
     BatchSizeOpt,
     DeviceOpt,
     ImageSizeOpt,
+    InputShapeOpt,
     LabelsOpt,
     LimitOpt,
     MeanOpt,
@@ -40,9 +41,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUT if it exist
 ForceWorseOpt = Annotated[bool, typer.Option(
     "--force-worse", help="Write the model even when --labels/--targets show it does worse than "
                           "the original.")]
-InputShapeOpt = Annotated[str | None, typer.Option(
-    "--input-shape", metavar="C,H,W", help="Per-sample input shape for generated verification "
-                                           "inputs when there is no --data.")]
+
 
 
 def rewrite(

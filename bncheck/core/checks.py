@@ -12,6 +12,8 @@ from bncheck.core.options import Severity
 # most often BatchNorm2d(C, 0.8) where 0.8 was meant as momentum.
 EPS_HIGH = 1e-2
 EPS_LOW = 1e-8
+# Relative margin for eps read from float32 storage.
+EPS_REL = 1e-6
 # Momentum (torch convention) outside this band makes the running average either frozen or noisy.
 MOMENTUM_LOW = 1e-3
 MOMENTUM_HIGH = 0.5
@@ -55,7 +57,12 @@ def _check_layer(layer: NormLayer) -> list[Finding]:
         out.append(Finding(name, Severity.INFO, "instance-norm-running-stats",
                            "InstanceNorm tracks running stats: in eval mode it uses them instead of "
                            "per-sample statistics"))
-    if layer.family is Family.BATCH and not layer.tracks_running_stats:
+    if layer.training_mode:
+        out.append(Finding(name, Severity.INFO, "training-mode",
+                           "BatchNormalization has training_mode=1: the graph normalizes with batch "
+                           "statistics at inference already, so its outputs depend on the batch; "
+                           "its running stats are not used"))
+    elif layer.family is Family.BATCH and not layer.tracks_running_stats:
         out.append(Finding(name, Severity.INFO, "no-running-stats",
                            "track_running_stats=False: already uses batch statistics at inference"))
     if rm is not None and rv is not None and rm.size and _at_init(rm, rv):
@@ -85,7 +92,9 @@ def _at_init(rm: np.ndarray, rv: np.ndarray) -> bool:
 def _eps_findings(layer: NormLayer) -> list[Finding]:
     out: list[Finding] = []
     eps = layer.eps
-    if eps is not None and (eps >= EPS_HIGH or eps <= EPS_LOW):
+    # ONNX stores eps as float32 (0.01 reads 0.0099999998): compare with a relative margin so
+    # both backends flag the same layers.
+    if eps is not None and (eps >= EPS_HIGH * (1 - EPS_REL) or eps <= EPS_LOW * (1 + EPS_REL)):
         hint = " (BatchNorm2d(C, 0.8) sets eps, not momentum)" if eps >= EPS_HIGH else ""
         out.append(Finding(layer.name, Severity.WARN, "unusual-eps",
                            f"eps={eps:g} is far from the usual 1e-5..1e-3{hint}"))
@@ -114,8 +123,14 @@ def _momentum_findings(layer: NormLayer) -> list[Finding]:
     if m is None or not layer.uses_running_stats:
         return []
     if m == 0.0:
+        rm, rv = layer.running_mean, layer.running_var
+        if rm is not None and rv is not None and rm.size and _at_init(rm, rv):
+            seen = "they are still at their initial values (mean 0, var 1)"
+        else:
+            seen = ("they hold values from before (trained, or loaded), which training then "
+                    "leaves as they are")
         return [Finding(layer.name, Severity.WARN, "momentum-zero",
-                        "momentum=0: running stats never move from their initial values")]
+                        f"momentum=0: training never updates these running stats; {seen}")]
     if m < MOMENTUM_LOW or m > MOMENTUM_HIGH:
         return [Finding(layer.name, Severity.WARN, "unusual-momentum",
                         f"momentum={m:g} (torch convention) is unusual; 0.01..0.1 is typical")]

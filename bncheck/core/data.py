@@ -96,7 +96,8 @@ class ImageSource:
 
 
 def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequence[
-        tuple[int | None, ...]], image: ImageOptions, limit: int | None) -> SampleSource:
+        tuple[int | None, ...]], image: ImageOptions, limit: int | None,
+                 check_shapes: bool = True) -> SampleSource:
     """Open ``path`` as a sample source and check it before any model work starts."""
     if not path.exists():
         raise BncheckError(f"--data {path}: no such file or folder")
@@ -111,7 +112,8 @@ def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequen
         raise BncheckError(f"--data {path}: holds no samples")
     if limit is not None:
         src = Limited(src, limit)
-    _check_shapes(src, path, input_shapes)
+    if check_shapes:
+        _check_shapes(src, path, input_shapes)
     return src
 
 
@@ -188,8 +190,11 @@ def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
         size = (int(shape[2]), int(shape[3]))
     if size is None:
         size = _image_size(files[0])
-    if len(opts.mean) not in (1, channels) or len(opts.std) not in (1, channels):
-        raise BncheckError(f"--mean/--std need 1 or {channels} values")
+    for option, values in (("--mean", opts.mean), ("--std", opts.std)):
+        if len(values) not in (1, channels):
+            raise BncheckError(f"{option} has {len(values)} values; the model's input has "
+                               f"{channels} channel(s): give 1 value"
+                               + ("" if channels == 1 else f" or {channels}"))
     return ImageSource(files, int(channels), size, opts)
 
 
@@ -246,11 +251,21 @@ def batches(src: SampleSource, batch_size: int, order: np.ndarray | None = None
         yield sel, src.load(sel)
 
 
-def open_for_model(model: Model, data: Path, image: ImageOptions, limit: int | None
-                   ) -> tuple[SampleSource, Model]:
-    """A sample source matched to ``model``'s inputs, and the runnable form of the model."""
+def open_for_model(model: Model, data: Path, image: ImageOptions, limit: int | None,
+                   input_shape: tuple[int, ...] | None = None) -> tuple[SampleSource, Model]:
+    """A sample source matched to ``model``'s inputs, and the runnable form of the model.
+
+    ``input_shape`` (per sample, from --input-shape) stands in for what the model declares.
+    """
+    from bncheck.backends.base import InputSpec
+
     specs = model.inputs()
+    if input_shape is not None:
+        if len(specs) > 1:
+            raise BncheckError(f"--input-shape gives one input; {model.path} takes {len(specs)}")
+        specs = [InputSpec(specs[0].name if specs else "input", (None, *input_shape))]
     src = open_samples(data, input_names=[s.name for s in specs],
-                       input_shapes=[s.shape for s in specs], image=image, limit=limit)
+                       input_shapes=[s.shape for s in specs], image=image, limit=limit,
+                       check_shapes=not any(s.guessed for s in specs))
     example = src.load(np.arange(min(2, len(src))))
     return src, model.runnable(example)

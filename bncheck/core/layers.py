@@ -46,6 +46,8 @@ class NormLayer:
     num_batches_tracked: int | None = None
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
+    # An ONNX BatchNormalization with training_mode=1: batch statistics even at inference.
+    training_mode: bool = False
 
     @property
     def uses_running_stats(self) -> bool:
@@ -69,6 +71,7 @@ class NormLayer:
             "momentum_note": self.momentum_note,
             "affine": self.affine,
             "track_running_stats": self.tracks_running_stats,
+            "training_mode": self.training_mode,
             "num_batches_tracked": self.num_batches_tracked,
             "running_mean": finite_range(self.running_mean),
             "running_var": finite_range(self.running_var),

@@ -61,10 +61,15 @@ def _layer_table(r: Inspection) -> Table:
     for f in r.findings:
         per_layer.setdefault(f.layer, Counter())[f.severity.value] += 1
     t = Table(show_edge=False, pad_edge=False, header_style="bold")
-    t.add_column("layer", overflow="fold")
-    for col, just in (("kind", "left"), ("C", "right"), ("eps", "right"), ("mom.", "right"),
-                      ("running mean", "right"), ("running var", "right"), ("findings", "left")):
-        t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    # A layer name is never cut or wrapped: a person must be able to read and copy it. Where the
+    # width runs short, the kind and the ranges wrap instead.
+    longest = max((len(layer.name) for layer in r.layers), default=5)
+    t.add_column("layer", no_wrap=True, min_width=longest)
+    for col, just, wrap in (("kind", "left", True), ("C", "right", False), ("eps", "right", False),
+                            ("mom.", "right", False), ("running mean", "right", True),
+                            ("running var", "right", True), ("findings", "left", False)):
+        t.add_column(col, justify=just, no_wrap=not wrap,  # type: ignore[arg-type]
+                     overflow="fold" if wrap else "ellipsis")
     for layer in r.layers:
         t.add_row(layer.name, layer.kind, str(layer.channels or "-"), fmt_num(layer.eps, 2),
                   _momentum(layer), _range(layer, "mean"), _range(layer, "var"),

@@ -54,7 +54,7 @@ def run_rewrite(model: Model, modes: list[RewriteMode], out: Path, *, data: Path
     src: SampleSource | None = None
     metric_truth: Truth | None = None
     if data is not None:
-        src, runnable = open_for_model(model, data, image, limit)
+        src, runnable = open_for_model(model, data, image, limit, input_shape)
         metric_truth = truth(len(src))
         example = src.load(np.arange(min(batch_size, len(src))))
         verified_on = f"{example[0].shape[0]} sample(s) from {data}"

@@ -10,7 +10,11 @@ from onnx import numpy_helper
 
 from bncheck.errors import BncheckError
 
-MIN_OPSET = 17
+# What bncheck exports torch models at.
+EXPORT_OPSET = 17
+# Graphs older than this are converted up before a rewrite: BatchNormalization changed its
+# attributes (spatial, is_test) until opset 9. Newer graphs keep their own opset.
+MIN_REWRITE_OPSET = 9
 
 
 def load_proto(path: Path) -> onnx.ModelProto:
@@ -36,12 +40,17 @@ def opset(model: onnx.ModelProto) -> int:
 
 
 def ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return the model at opset >= MIN_OPSET (converted copy if older)."""
-    if opset(model) >= MIN_OPSET:
+    """Return the model at opset >= MIN_REWRITE_OPSET (a converted copy if older)."""
+    if opset(model) >= MIN_REWRITE_OPSET:
         return model
     from onnx import version_converter
 
-    return version_converter.convert_version(model, MIN_OPSET)
+    try:
+        return version_converter.convert_version(model, MIN_REWRITE_OPSET)
+    except Exception as e:  # the converter raises its own error types
+        raise BncheckError(f"this graph's opset {opset(model)} predates BatchNormalization's "
+                           f"current form and cannot be converted to {MIN_REWRITE_OPSET} "
+                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
 
 
 class Constants:

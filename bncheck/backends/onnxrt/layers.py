@@ -42,6 +42,11 @@ def layer_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
+def is_training_mode(node: onnx.NodeProto) -> bool:
+    """A BatchNormalization that normalizes with batch statistics even at inference."""
+    return node.op_type == "BatchNormalization" and bool(attr(node, "training_mode", 0))
+
+
 def discover(model: onnx.ModelProto) -> tuple[list[NormLayer], list[OnnxLayerRef]]:
     """Every normalization node in graph order, with parameters resolved to arrays."""
     consts = Constants(model.graph)
@@ -70,12 +75,13 @@ def _describe(node: onnx.NodeProto, name: str, family: Family, consts: Constants
     if family is Family.BATCH:
         m = float(attr(node, "momentum", 0.9) or 0.0)
         rm, rv = _arr(consts, node, 3), _arr(consts, node, 4)
+        training = is_training_mode(node)
         return NormLayer(
             name=name, kind=node.op_type, family=family,
             channels=None if weight is None else int(weight.size),
             eps=eps, momentum=momentum_from_onnx(m), momentum_note=f"onnx {m:g}",
-            affine=True, tracks_running_stats=True,
-            running_mean=rm, running_var=rv, weight=weight, bias=bias,
+            affine=True, tracks_running_stats=not training,
+            running_mean=rm, running_var=rv, weight=weight, bias=bias, training_mode=training,
         )
     channels = int(attr(node, "num_groups", 0) or 0) if family is Family.GROUP else None
     if channels is None and weight is not None:

@@ -10,8 +10,8 @@ import onnx
 
 from bncheck.backends.base import InputSpec, PassResult, PopulationStats, TapFn
 from bncheck.backends.detect import ModelFormat
-from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, static_ranks
-from bncheck.backends.onnxrt.layers import discover
+from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_ranks
+from bncheck.backends.onnxrt.layers import discover, is_training_mode
 from bncheck.backends.onnxrt.passes import apply_pass
 from bncheck.core.layers import NormLayer
 from bncheck.core.options import Device, RewriteMode
@@ -43,6 +43,12 @@ class OnnxModel:
         self._inputs = [vi for vi in proto.graph.input if vi.name not in inits]
         self._sessions: dict[tuple[str, ...], object] = {}
         self._ranks: dict[str, int] = {}
+        # The model's outputs: not the updated running stats a training-mode BN also returns.
+        stats_out = {o for n in proto.graph.node if is_training_mode(n) for o in n.output[1:]}
+        self._outputs = [o.name for o in proto.graph.output if o.name not in stats_out]
+        if not self._outputs:
+            raise BncheckError(f"{path}: the graph has no outputs bncheck can compare; export it "
+                               "with its real outputs")
 
     @classmethod
     def load(cls, path: Path, device: Device = Device.CPU) -> OnnxModel:
@@ -105,7 +111,6 @@ class OnnxModel:
             for vi, a in zip(self._inputs, batch, strict=True)}
         out_names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
         results = sess.run(None, feed)  # type: ignore[attr-defined]
-        n_model = len(self.proto.graph.output)
         got = dict(zip(out_names, results, strict=True))
         for t in taps:
             arr = got[by_layer[t]]
@@ -113,7 +118,7 @@ class OnnxModel:
             if on_tap is not None:
                 on_tap(t, arr)
         n = batch[0].shape[0]
-        flat = [np.asarray(r, dtype=np.float32).reshape(n, -1) for r in results[:n_model]]
+        flat = [np.asarray(got[o], dtype=np.float32).reshape(n, -1) for o in self._outputs]
         return np.concatenate(flat, axis=1)
 
     def _input_ranks(self) -> dict[str, int]:
@@ -130,9 +135,12 @@ class OnnxModel:
         return ranks
 
     def apply(self, mode: RewriteMode, stats: PopulationStats | None = None) -> PassResult:
-        """Apply one pass; the new graph is at opset >= 17."""
+        """Apply one pass; the graph keeps its opset (very old ones are converted, and say so)."""
         base = ensure_opset(self.proto)
         proto, notes = apply_pass(base, mode, self._input_ranks(), stats)
+        if opset(base) != opset(self.proto):
+            notes.append(f"opset {opset(self.proto)} converted to {opset(base)}: older "
+                         "BatchNormalization semantics differ")
         new = OnnxModel(proto, self.path, self.device, self.format)
         new._ranks = dict(self._ranks)
         # Replaced layers still read the same input tensor; keep tapping them by name.
@@ -144,7 +152,7 @@ class OnnxModel:
     def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
         """Write an .onnx file (the caller has vetted the suffix with rewrite.matrix)."""
         proto = onnx.ModelProto()
-        proto.CopyFrom(ensure_opset(self.proto))
+        proto.CopyFrom(self.proto)
         _dynamic_batch(proto)
         onnx.save(proto, str(path))
 
@@ -162,7 +170,10 @@ def _providers(device: Device) -> list[str]:
 
 
 def _dynamic_batch(proto: onnx.ModelProto) -> None:
-    """Make dimension 0 of every graph input and output symbolic so any batch size runs."""
+    """Make dimension 0 of every graph input and output symbolic so any batch size runs.
+
+    A dimension that already has a name keeps it; a fixed one becomes ``batch``.
+    """
     # Stale intermediate shapes would pin the old batch size; onnxruntime infers them again.
     del proto.graph.value_info[:]
     inits = {t.name for t in proto.graph.initializer}
@@ -170,6 +181,6 @@ def _dynamic_batch(proto: onnx.ModelProto) -> None:
         if vi.name in inits or not vi.type.tensor_type.HasField("shape"):
             continue
         dims = vi.type.tensor_type.shape.dim
-        if dims:
+        if dims and not dims[0].dim_param:
             dims[0].ClearField("dim_value")
             dims[0].dim_param = "batch"

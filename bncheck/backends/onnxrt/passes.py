@@ -9,7 +9,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bncheck.backends.onnxrt.graph import Constants, attr, opset
-from bncheck.backends.onnxrt.layers import layer_name
+from bncheck.backends.onnxrt.layers import is_training_mode, layer_name
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D
 from bncheck.core.moments import Moments
@@ -33,6 +33,11 @@ def apply_pass(model: onnx.ModelProto, mode: RewriteMode, ranks: Mapping[str, in
             continue
         name = layer_name(node, index)
         rank = ranks.get(node.input[0])
+        if is_training_mode(node):
+            # Its extra outputs (updated running stats) may be graph outputs: leave it whole.
+            notes.append(f"{name}: normalizes with batch statistics already (training_mode=1); "
+                         "left as it is")
+            continue
         if mode is RewriteMode.RECALIBRATE:
             notes.extend(editor.recalibrate(node, name, stats))
         elif mode is RewriteMode.FOLD:

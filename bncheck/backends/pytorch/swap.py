@@ -56,7 +56,16 @@ class Replacements:
         return [f"{n} {what}: only the normalization was replaced" for what, n in self.kept.items()]
 
 
+def _no_check(_input: torch.Tensor) -> None:
+    """Stands in for ``_check_input_dim`` while tracing (the rank is already fixed)."""
+
+
 def _wrap(name: str, layer: nn.Module, norm: nn.Module) -> fx.GraphModule:
+    # torch's own BN forward checks the input rank with a Python ``if`` that fx cannot trace;
+    # a subclass calling ``super().forward`` reaches it. The check is moot here: the model ran.
+    own_check = "_check_input_dim" in vars(layer)
+    if hasattr(layer, "_check_input_dim"):
+        object.__setattr__(layer, "_check_input_dim", _no_check)  # an instance override
     try:
         gm = fx.symbolic_trace(layer.eval())
     except Exception as e:  # tracing a user's forward fails in many ways (control flow, asserts)
@@ -65,6 +74,9 @@ def _wrap(name: str, layer: nn.Module, norm: nn.Module) -> fx.GraphModule:
             f"({type(e).__name__}), so its normalization cannot be replaced without losing what "
             "the class adds; rewrite it by hand or use --mode fold"
         ) from e
+    finally:
+        if not own_check and "_check_input_dim" in vars(layer):
+            del layer._check_input_dim
     calls = [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _NORM_CALLS]
     if len(calls) != 1:
         raise BncheckError(

@@ -298,3 +298,35 @@ def test_rewrite_refuses_a_model_that_lowers_accuracy(tmp_path: Path) -> None:
     r = cli("rewrite", model_path("digits", "onnx"), "--mode", "fold", "-o", tmp_path / "f.onnx",
             "--data", DATA / "digits_x.npy", "--labels", DATA / "digits_y.npy")
     assert r.code == 0 and "ok   accuracy no worse" in r.out, r.out
+
+
+def test_keep_dropout_survives_onnxruntime_optimizations(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "dropout.onnx"
+    _rewrite(model_path("digits", "full"), "recalibrate", out, "--data", DATA / "digits_x.npy",
+             "--allow-pickle", "--keep-dropout")
+    x = np.load(DATA / "digits_x.npy")[:8]
+    sess = ort.InferenceSession(str(out))  # default: every graph optimization on
+    a, b = sess.run(None, {"input": x})[0], sess.run(None, {"input": x})[0]
+    assert np.abs(a - b).max() > 0
+    # Rewriting that file again analyses it with dropout off, and keeps it on when asked.
+    again = tmp_path / "again.onnx"
+    _rewrite(out, "fold", again, "--data", DATA / "digits_x.npy", "--keep-dropout")
+    r = cli("compare", model_path("digits", "onnx"), "--data", DATA / "digits_x.npy")
+    assert "Dropout" not in r.out  # the eval export has none
+    r = cli("compare", model_path("digits", "full"), "--data", DATA / "digits_x.npy",
+            "--allow-pickle")
+    assert "1 Dropout layer(s) (head.4)" in r.out and "--keep-dropout" in r.out
+
+
+@pytest.mark.parametrize(("model", "out", "words"), [
+    (("digits", "full"), "x.pt2", "writes .onnx"),
+    (("pix_bs1", "onnx"), "x.onnx", "no Dropout layer"),
+])
+def test_keep_dropout_refusals(tmp_path: Path, model: tuple[str, str], out: str, words: str) -> None:
+    r = cli("rewrite", model_path(*model), "--mode", "fold", "-o", tmp_path / out, "--data",
+            DATA / ("digits_x.npy" if model[0] == "digits" else "pix_inputs.npy"),
+            "--allow-pickle", "--keep-dropout")
+    assert r.code == 2 and words in r.err, r.err
+    assert not (tmp_path / out).exists()

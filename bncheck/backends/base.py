@@ -70,8 +70,15 @@ class Model(Protocol):
         """Apply one rewrite pass to a copy."""
         ...
 
-    def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
-        """Write to ``path``, format by suffix, as vetted by ``rewrite.matrix.check_output``."""
+    def dropout_layers(self) -> list[str]:
+        """Dropout layers (off in eval mode, in the reference and in written models)."""
+        ...
+
+    def save(self, path: Path, example: Sequence[np.ndarray], keep_dropout: bool = False) -> None:
+        """Write to ``path``, format by suffix, as vetted by ``rewrite.matrix.check_output``.
+
+        ``keep_dropout`` writes an .onnx whose Dropout layers stay active at inference.
+        """
         ...
 
 

@@ -38,6 +38,9 @@ OutOpt = Annotated[Path, typer.Option(
     help="Output file, format by suffix: .onnx, .pt2, .pt/.pth (recalibrate only) or "
          ".safetensors (from .safetensors).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")]
+KeepDropoutOpt = Annotated[bool, typer.Option(
+    "--keep-dropout", help="Keep Dropout active in the written .onnx, for models that rely on "
+                           "test-time dropout for varied outputs (pix2pix).")]
 ForceWorseOpt = Annotated[bool, typer.Option(
     "--force-worse", help="Write the model even when --labels/--targets show it does worse than "
                           "the original.")]
@@ -58,6 +61,7 @@ def rewrite(
     labels: LabelsOpt = None,
     targets: TargetsOpt = None,
     force_worse: ForceWorseOpt = False,
+    keep_dropout: KeepDropoutOpt = False,
     input_shape: InputShapeOpt = None,
     image_size: ImageSizeOpt = None,
     mean: MeanOpt = DEFAULT_MEAN,
@@ -95,7 +99,7 @@ def rewrite(
 
     modes = parse_modes(mode)
     check_destination(output, [p for p in (model, data, labels, targets) if p is not None], force)
-    check_output(detect_format(model), modes, output)
+    check_output(detect_format(model), modes, output, keep_dropout)
     if data is None and any(m.value == "recalibrate" for m in modes):
         raise BncheckError("--mode recalibrate needs --data: statistics are re-estimated on it")
     if data is None and (labels is not None or targets is not None):
@@ -108,7 +112,8 @@ def rewrite(
         report = run_rewrite(loaded, modes, output, data=data, image=image, limit=limit,
                              batch_size=batch_size, train_batch_size=train_batch_size,
                              truth=lambda n: open_truth(labels, targets, n),
-                             force_worse=force_worse, input_shape=shape,
+                             force_worse=force_worse, keep_dropout=keep_dropout,
+                             input_shape=shape,
                              allow_pickle=allow_pickle, progress=progress)
     finally:
         if isinstance(progress, RichProgress):

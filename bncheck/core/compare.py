@@ -146,6 +146,13 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                     divergence(layers[name], ref_taps.acc[name], b))
         for i, name in enumerate(order)
     ]
+    dropout = model.dropout_layers()
+    if dropout:
+        notes.append(f"the model has {len(dropout)} Dropout layer(s) ({', '.join(dropout[:3])}"
+                     f"{', ...' if len(dropout) > 3 else ''}): the reference, every candidate "
+                     "and the written models run them off, as eval mode does; a model that "
+                     "relies on test-time dropout for varied outputs (pix2pix) needs rewrite "
+                     "--keep-dropout")
     shift = input_shift(layers[order[0]], eval_taps.acc[order[0]], plan.train.value)
     expectation = None
     if shift is not None:

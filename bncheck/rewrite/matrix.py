@@ -12,12 +12,16 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 OUTPUT_SUFFIXES = (".onnx", ".pt2", *CHECKPOINT_SUFFIXES, ".safetensors")
 
 
-def check_output(fmt: ModelFormat, modes: list[RewriteMode], out: Path) -> None:
+def check_output(fmt: ModelFormat, modes: list[RewriteMode], out: Path,
+                 keep_dropout: bool = False) -> None:
     """Raise a BncheckError naming what to use instead when the combination cannot work."""
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise BncheckError(f"-o {out}: unknown suffix {suffix or '(none)'}; use .onnx, .pt2, "
                            ".pt/.pth or .safetensors")
+    if keep_dropout and suffix != ".onnx":
+        raise BncheckError(f"-o {out}: --keep-dropout writes .onnx (Dropout nodes with "
+                           "training_mode on); a torch model's dropout is yours to switch on")
     if suffix == ".onnx":
         return
     if fmt is ModelFormat.ONNX:

@@ -44,7 +44,8 @@ class RewriteReport:
 def run_rewrite(model: Model, modes: list[RewriteMode], out: Path, *, data: Path | None,
                 image: ImageOptions, limit: int | None, batch_size: int,
                 train_batch_size: int | None, truth: Callable[[int], Truth | None],
-                force_worse: bool, input_shape: tuple[int, ...] | None, allow_pickle: bool,
+                force_worse: bool, keep_dropout: bool, input_shape: tuple[int, ...] | None,
+                allow_pickle: bool,
                 progress: Progress | None = None) -> RewriteReport:
     """Apply ``modes``, write ``out`` atomically, and keep it only if verification passes.
 
@@ -65,9 +66,12 @@ def run_rewrite(model: Model, modes: list[RewriteMode], out: Path, *, data: Path
     stages = apply_modes(runnable, modes, src, example, batch_size, train_batch_size, progress)
     report = RewriteReport(model.path, out, modes, {s.mode.value: s.notes for s in stages}, [],
                            verified_on)
+    if keep_dropout and not stages[-1].after.dropout_layers():
+        raise BncheckError(f"--keep-dropout: {model.path} has no Dropout layer to keep")
     with staged_output(out) as staged:
-        stages[-1].after.save(staged.path, example)
-        report.checks = verify(staged.path, stages, example, allow_pickle=allow_pickle)
+        stages[-1].after.save(staged.path, example, keep_dropout)
+        report.checks = verify(staged.path, stages, example, allow_pickle=allow_pickle,
+                               keep_dropout=keep_dropout)
         if metric_truth is not None and src is not None:
             report.checks.append(metric_check(stages[0].before, stages[-1].after, src,
                                               metric_truth, batch_size, force_worse))

@@ -50,11 +50,19 @@ def rel_error(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
-           allow_pickle: bool) -> list[Check]:
-    """Reload ``path`` with its own runtime and check every promise of the applied modes."""
+           allow_pickle: bool, keep_dropout: bool = False) -> list[Check]:
+    """Reload ``path`` with its own runtime and check every promise of the applied modes.
+
+    With ``keep_dropout`` the file's outputs are random; it is checked with its Dropout switched
+    off (the same graph otherwise), and its dropout is checked to be active.
+    """
     final = stages[-1].after
     written = load_model(path, allow_pickle=allow_pickle)
     checks: list[Check] = []
+    if keep_dropout:
+        written, active = _dropout_switched_off(written, example)
+        checks.append(Check("Dropout active in the written model (two runs of one batch differ; "
+                            "1 = identical)", 0.0 if active else 1.0, 0.0))
     runnable = _runnable(written, example)
     rounding = _rounding(final, example)
 
@@ -95,6 +103,18 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
             checks.append(Check("running stats equal the population statistics",
                                 _stats_error(written, stage), STATS_TOL))
     return checks
+
+
+def _dropout_switched_off(written: Model, example: list[np.ndarray]) -> tuple[Model, bool]:
+    import onnx
+
+    from bncheck.backends.onnxrt.model import OnnxModel
+
+    assert isinstance(written, OnnxModel), "--keep-dropout writes .onnx only (rewrite.matrix)"
+    # Loading switched the dropout off; the file as written has it on.
+    active = OnnxModel(onnx.load(str(written.path)), written.path)
+    first, second = active.run(example), active.run(example)
+    return written, bool(np.any(first != second))
 
 
 def _runnable(written: Model, example: list[np.ndarray]) -> Model | None:

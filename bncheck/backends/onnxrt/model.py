@@ -10,6 +10,12 @@ import onnx
 
 from bncheck.backends.base import InputSpec, PassResult, PopulationStats, TapFn
 from bncheck.backends.detect import ModelFormat
+from bncheck.backends.onnxrt.dropout import (
+    activate_dropout,
+    deactivate_dropout,
+    dropout_nodes,
+    has_active_dropout,
+)
 from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_ranks
 from bncheck.backends.onnxrt.layers import discover, is_training_mode
 from bncheck.backends.onnxrt.passes import apply_pass
@@ -52,10 +58,15 @@ class OnnxModel:
 
     @classmethod
     def load(cls, path: Path, device: Device = Device.CPU) -> OnnxModel:
-        """Read an .onnx file (and check the device before any work)."""
+        """Read an .onnx file (and check the device before any work).
+
+        Test-time dropout that bncheck wrote is switched off for analysis, as eval mode does; a
+        rewrite with --keep-dropout switches it on again.
+        """
         if device is not Device.CPU:
             _providers(device)  # imports onnxruntime, which a plain inspect never needs
-        return cls(load_proto(path), path, device)
+        proto = load_proto(path)
+        return cls(deactivate_dropout(proto) if has_active_dropout(proto) else proto, path, device)
 
     def layers(self) -> list[NormLayer]:
         """Normalization layers in graph order."""
@@ -149,10 +160,15 @@ class OnnxModel:
         new._refs += [r for r in self._refs if r.name not in known and r.input in tensors]
         return PassResult(new, notes)
 
-    def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
+    def dropout_layers(self) -> list[str]:
+        """The graph's Dropout nodes."""
+        return dropout_nodes(self.proto)
+
+    def save(self, path: Path, example: Sequence[np.ndarray], keep_dropout: bool = False) -> None:
         """Write an .onnx file (the caller has vetted the suffix with rewrite.matrix)."""
-        proto = onnx.ModelProto()
-        proto.CopyFrom(self.proto)
+        proto = activate_dropout(self.proto) if keep_dropout else onnx.ModelProto()
+        if not keep_dropout:
+            proto.CopyFrom(self.proto)
         _dynamic_batch(proto)
         onnx.save(proto, str(path))
 

@@ -18,8 +18,10 @@ from bncheck.errors import BncheckError
 
 def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
                   input_names: Sequence[str]) -> onnx.ModelProto:
-    """Export with BN nodes kept (no constant folding, training mode preserved), dynamic batch."""
-    module = module.eval()
+    """Export with BN nodes kept (no constant folding, training mode preserved), dynamic batch.
+
+    Train/eval flags are the caller's: a Dropout left in train mode stays active in the graph.
+    """
     outputs = _output_count(module, example)
     out_names = [f"output_{i}" if outputs > 1 else "output" for i in range(outputs)]
     axes = {n: {0: "batch"} for n in [*input_names, *out_names]}

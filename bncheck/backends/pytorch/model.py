@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -144,26 +145,38 @@ class TorchModel:
                                      input_shapes=self._input_shapes, batch_limit=self.batch_limit,
                                      spatial=self._spatial), notes)
 
-    def save(self, path: Path, example: Sequence[np.ndarray]) -> None:
+    def dropout_layers(self) -> list[str]:
+        """Dropout modules with a non-zero rate."""
+        if self.module is None:
+            return []
+        return [n for n, m in self.module.named_modules()
+                if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+    def save(self, path: Path, example: Sequence[np.ndarray], keep_dropout: bool = False) -> None:
         """Write by suffix: .onnx, .pt2, else a checkpoint shaped like the input file.
 
         The caller has vetted the suffix against the input and modes (rewrite.matrix).
         """
         assert self.module is not None
         suffix = path.suffix.lower()
-        module = self.module.to("cpu").eval()
+        module = copy.deepcopy(self.module).to("cpu").eval()
+        if keep_dropout:
+            # Exported in train mode, Dropout becomes a node with training_mode=True.
+            for m in module.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd):
+                    m.train()
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
-        try:
-            if suffix == ".onnx":
-                import onnx
+        if suffix == ".onnx":
+            import onnx
 
-                onnx.save(to_onnx_proto(module, tensors, _input_names(len(tensors))), str(path))
-            elif suffix == ".pt2":
-                save_pt2(module, tensors, path, self.batch_limit)
-            else:
-                self._save_checkpoint(module, path)
-        finally:
-            self.module.to(self.device)
+            from bncheck.backends.onnxrt.dropout import activate_dropout
+
+            proto = to_onnx_proto(module, tensors, _input_names(len(tensors)))
+            onnx.save(activate_dropout(proto) if keep_dropout else proto, str(path))
+        elif suffix == ".pt2":
+            save_pt2(module, tensors, path, self.batch_limit)
+        else:
+            self._save_checkpoint(module, path)
 
     def _save_checkpoint(self, module: nn.Module, path: Path) -> None:
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}

@@ -126,7 +126,7 @@ def stats_errors(p: dict[str, Path]) -> tuple[float, float]:
 
     from bncheck.backends.base import load_model
     from bncheck.core.data import ImageOptions, open_samples
-    from bncheck.rewrite.pipeline import population_stats
+    from bncheck.rewriting.pipeline import population_stats
 
     x = np.load(p["x"])
     model = load_model(p["r18"], allow_pickle=True)

@@ -265,3 +265,27 @@ def test_class_sorted_folder_gives_the_same_verdict_as_shuffled(tmp_path: Path) 
     assert a["verdict"] == b["verdict"] == "ok"
     assert a["samples"]["shuffle_seed"] == 0
     assert a["noise_floor"]["mean"] == pytest.approx(b["noise_floor"]["mean"], rel=0.25)
+
+
+def test_printed_command_keeps_the_image_options(tmp_path: Path) -> None:
+    # An image folder read with --mean/--std: the recalibrate command must read it the same way,
+    # or it re-estimates the statistics on differently normalized inputs.
+    from PIL import Image
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    x, y = np.load(DIGITS), np.load(DATA / "digits_y.npy")
+    for i, img in enumerate(x):
+        Image.fromarray((img[0] * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
+    model = tmp_path / "digits_m0.onnx"
+    model.write_bytes(model_path("digits_m0", "onnx").read_bytes())
+    doc = _compare(model, folder, "--mean", "0.8", "--std", "0.2")
+    command = doc["recommendation"]["command"]
+    assert doc["recommendation"]["mode"] == "recalibrate", doc["recommendation"]
+    assert "--mean 0.8 --std 0.2" in command
+    args = shlex.split(command)
+    r = cli(*args[1:])
+    assert r.code == 0, r.out + r.err
+    fed = ((np.round(x * 255) / 255 - 0.8) / 0.2).astype(np.float32)
+    acc = float((_ort_outputs(Path(args[args.index("-o") + 1]), fed).argmax(1) == y).mean())
+    assert acc > 0.9, acc

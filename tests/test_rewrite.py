@@ -106,7 +106,7 @@ def test_recalibrate_is_more_exact_than_update_bn() -> None:
 
     from bncheck.backends.base import load_model
     from bncheck.core.data import ImageOptions, open_samples
-    from bncheck.rewrite.pipeline import population_stats
+    from bncheck.rewriting.pipeline import population_stats
 
     x = np.load(DATA / "digits_shifted.npy")
     model = load_model(model_path("digits", "full"), allow_pickle=True)
@@ -223,7 +223,7 @@ def test_never_overwrites_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
 def test_failed_verification_exits_1_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bncheck.rewrite.verify as verify
+    import bncheck.rewriting.verify as verify
 
     monkeypatch.setattr(verify, "FIDELITY_TOL", -1.0)  # no export can meet this
     monkeypatch.setattr(verify, "_rounding", lambda *_: -1.0)

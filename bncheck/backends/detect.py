@@ -5,21 +5,10 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
-from enum import StrEnum
 from pathlib import Path
 
+from bncheck.core.formats import ModelFormat
 from bncheck.errors import BncheckError
-
-
-class ModelFormat(StrEnum):
-    """Model file formats bncheck reads."""
-
-    ONNX = "onnx"
-    TORCHSCRIPT = "torchscript"
-    EXPORTED_PROGRAM = "pt2"
-    TORCH_SAVE = "torch-save"  # state_dict, nested checkpoint or pickled nn.Module
-    SAFETENSORS = "safetensors"
-
 
 _PICKLE_PROTOCOL_BYTE = 0x80
 

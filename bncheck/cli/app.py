@@ -7,19 +7,19 @@ import warnings
 from typing import Any
 
 import typer
-from typer._click.core import Context
 from typer.core import TyperGroup
 
 from bncheck.cli.compare_cmd import compare
 from bncheck.cli.inspect_cmd import inspect
 from bncheck.cli.rewrite_cmd import rewrite
 from bncheck.errors import BncheckError
+from bncheck.report.console import error_line
 
 
 class _ErrorBoundary(TyperGroup):
     """User errors become one line on stderr and exit 2; bugs stay tracebacks."""
 
-    def invoke(self, ctx: Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         """Run the command, translating BncheckError."""
         try:
             with warnings.catch_warnings():
@@ -30,7 +30,7 @@ class _ErrorBoundary(TyperGroup):
         except BncheckError as e:
             if os.environ.get("BNCHECK_DEBUG") == "1":
                 raise
-            typer.echo(f"bncheck: error: {e}", err=True)
+            error_line(str(e))
             raise typer.Exit(2) from None
 
 

@@ -7,10 +7,7 @@ from typing import TYPE_CHECKING
 from bncheck.errors import BncheckError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from bncheck.core.data import ImageOptions
-    from bncheck.core.metrics import Truth
 
 
 def floats(text: str, option: str) -> tuple[float, ...]:
@@ -46,16 +43,3 @@ def image_options(image_size: str | None, mean: str, std: str) -> ImageOptions:
         raise BncheckError("--std must not contain 0")
     return ImageOptions(size=(size[0], size[1]) if size else None, mean=floats(mean, "--mean"),
                         std=s)
-
-
-def open_truth(labels: Path | None, targets: Path | None, n_samples: int) -> Truth | None:
-    """The task-metric truth from --labels or --targets (not both)."""
-    from bncheck.core.metrics import MetricKind, load_truth
-
-    if labels is not None and targets is not None:
-        raise BncheckError("give --labels (class ids) or --targets (expected outputs), not both")
-    if labels is not None:
-        return load_truth(labels, MetricKind.ACCURACY, n_samples)
-    if targets is not None:
-        return load_truth(targets, MetricKind.MAE, n_samples)
-    return None

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from bncheck.cli.options import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_MEAN,
     DEFAULT_STD,
     AllowPickleOpt,
@@ -30,7 +29,7 @@ from bncheck.cli.options import (
     TrainBatchOpt,
 )
 from bncheck.core.batchsize import BatchSizeSource
-from bncheck.core.options import Device, FailOn, OutputFormat
+from bncheck.core.options import DEFAULT_BATCH_SIZE, Device, FailOn, OutputFormat
 from bncheck.core.verdict import FixMode
 from bncheck.errors import BncheckError
 
@@ -75,54 +74,41 @@ def compare(
 
         bncheck compare w.pth --arch pkg.models:unet --data x.npz --plot r.png
     """
-    from bncheck.backends.base import load_model
-    from bncheck.cli.common import image_options, ints, open_truth
-    from bncheck.core.compare import compare as run_compare
-    from bncheck.core.data import open_for_model
-    from bncheck.core.findings import exit_code, sort_findings
-    from bncheck.core.inspection import inspect_model
-    from bncheck.core.verdict import compare_findings, decide
+    from bncheck.api import compare as run_compare
+    from bncheck.cli.common import image_options, ints
+    from bncheck.core.findings import exit_code
     from bncheck.report.compare_text import render_comparison
-    from bncheck.report.console import stdout_console
-    from bncheck.report.json_out import comparison_doc, dumps
-    from bncheck.report.progress import RichProgress, progress_for
+    from bncheck.report.console import emit_json, stdout_console
+    from bncheck.report.progress import shown_progress
 
     if plot is not None and plot.suffix.lower() != ".png":
         raise BncheckError(f"--plot {plot}: give a .png file name")
     image = image_options(image_size, mean, std)
     shape = ints(input_shape, "--input-shape") if input_shape else None
-    loaded = load_model(model, allow_pickle=allow_pickle, arch=arch, device=device)
-    inspection = inspect_model(loaded)
-    src, runnable = open_for_model(loaded, data, image, limit, shape)
-    truth = open_truth(labels, targets, len(src))
-    progress = progress_for(format is OutputFormat.JSON)
-    try:
-        result = run_compare(runnable, src, batch_size=batch_size,
-                             train_batch_size=train_batch_size, truth=truth,
-                             image_norm=(image.mean, image.std) if data.is_dir() else None,
-                             progress=progress)
-    finally:
-        if isinstance(progress, RichProgress):
-            progress.close()
-    verdict = decide(result)
-    findings = sort_findings(inspection.findings + compare_findings(result, verdict))
+    with shown_progress(json_output=format is OutputFormat.JSON) as progress:
+        result = run_compare(model, data, train_batch_size=train_batch_size,
+                             batch_size=batch_size, device=device, limit=limit, labels=labels,
+                             targets=targets, image=image, input_shape=shape, arch=arch,
+                             allow_pickle=allow_pickle, progress=progress)
     options = _passthrough(arch=arch, allow_pickle=allow_pickle, image_size=image_size, mean=mean,
                            std=std, limit=limit, batch_size=batch_size, device=device,
                            labels=labels, targets=targets, input_shape=input_shape)
-    if result.train_batch.source is not BatchSizeSource.UNUSED:
+    train = result.measurements.train_batch
+    if train.source is not BatchSizeSource.UNUSED:
         # recalibrate then gathers its statistics exactly as compare did.
-        options += ["--train-batch-size", str(result.train_batch.value)]
+        options += ["--train-batch-size", str(train.value)]
+    verdict = result.verdict
     commands: dict[FixMode, str] = {mode: fix_command(model, mode, data, options)
                 for mode in (verdict.mode, verdict.conditional) if mode is not FixMode.NONE}
     if plot is not None:
         from bncheck.report.plot import write_plot
 
-        write_plot(result, verdict, plot)
+        write_plot(result.measurements, verdict, plot)
     if format is OutputFormat.JSON:
-        typer.echo(dumps(comparison_doc(inspection, result, verdict, findings, commands)))
+        emit_json(result.to_json(commands))
     else:
-        render_comparison(inspection, result, verdict, findings, commands, stdout_console())
-    raise typer.Exit(exit_code(findings, fail_on))
+        render_comparison(result, commands, stdout_console())
+    raise typer.Exit(exit_code(list(result.findings), fail_on))
 
 
 def _passthrough(*, arch: str | None, allow_pickle: bool, image_size: str | None, mean: str,

@@ -27,16 +27,15 @@ def inspect(
 
         bncheck inspect weights.pth --arch mypkg.models:resnet18 --fail-on warn
     """
-    from bncheck.backends.base import load_model
+    from bncheck.api import inspect as run_inspect
     from bncheck.core.findings import exit_code
-    from bncheck.core.inspection import inspect_model
-    from bncheck.report.console import stdout_console
+    from bncheck.core.results import inspection_json
+    from bncheck.report.console import emit_json, stdout_console
     from bncheck.report.inspect_text import render_inspection
-    from bncheck.report.json_out import dumps, inspection_doc
 
-    result = inspect_model(load_model(model, allow_pickle=allow_pickle, arch=arch))
+    result = run_inspect(model, arch=arch, allow_pickle=allow_pickle)
     if format is OutputFormat.JSON:
-        typer.echo(dumps(inspection_doc(result)))
+        emit_json(inspection_json(result))
     else:
         render_inspection(result, stdout_console())
     raise typer.Exit(exit_code(result.findings, fail_on))

@@ -63,6 +63,5 @@ TargetsOpt = Annotated[Path | None, typer.Option(
     help="Expected output per sample (.npy or .npz): measure the mean absolute error instead.")]
 
 # Defaults that the printed fix command leaves out.
-DEFAULT_BATCH_SIZE = 16
 DEFAULT_MEAN = "0"
 DEFAULT_STD = "1"

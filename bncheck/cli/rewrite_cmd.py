@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from bncheck.cli.options import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_MEAN,
     DEFAULT_STD,
     AllowPickleOpt,
@@ -26,8 +25,7 @@ from bncheck.cli.options import (
     TargetsOpt,
     TrainBatchOpt,
 )
-from bncheck.core.options import Device
-from bncheck.errors import BncheckError
+from bncheck.core.options import DEFAULT_BATCH_SIZE, Device
 
 ModeOpt = Annotated[str, typer.Option(
     "--mode", metavar="MODE[,MODE]", show_default=False,
@@ -87,36 +85,27 @@ def rewrite(
 
         bncheck rewrite cls.onnx --mode recalibrate -o new.onnx --data x.npy --labels y.npy
     """
-    from bncheck.backends.base import load_model
+    from bncheck.api import rewrite as run_rewrite
     from bncheck.backends.detect import detect_format
-    from bncheck.cli.common import image_options, ints, open_truth
+    from bncheck.cli.common import image_options, ints
     from bncheck.report.console import stdout_console
-    from bncheck.report.progress import RichProgress, progress_for
+    from bncheck.report.progress import shown_progress
     from bncheck.report.rewrite_text import render_rewrite
-    from bncheck.rewrite.atomic import check_destination
-    from bncheck.rewrite.matrix import check_output, parse_modes
-    from bncheck.rewrite.run import run_rewrite
+    from bncheck.rewriting.atomic import check_destination
+    from bncheck.rewriting.matrix import check_output, parse_modes
 
+    # Everything that can be refused is refused before any work starts.
     modes = parse_modes(mode)
     check_destination(output, [p for p in (model, data, labels, targets) if p is not None], force)
     check_output(detect_format(model), modes, output, keep_dropout)
-    if data is None and any(m.value == "recalibrate" for m in modes):
-        raise BncheckError("--mode recalibrate needs --data: statistics are re-estimated on it")
-    if data is None and (labels is not None or targets is not None):
-        raise BncheckError("--labels/--targets need --data: the metric is measured on it")
     shape = ints(input_shape, "--input-shape") if input_shape else None
     image = image_options(image_size, mean, std)
-    loaded = load_model(model, allow_pickle=allow_pickle, arch=arch, device=device)
-    progress = progress_for(json_output=False)
-    try:
-        report = run_rewrite(loaded, modes, output, data=data, image=image, limit=limit,
-                             batch_size=batch_size, train_batch_size=train_batch_size,
-                             truth=lambda n: open_truth(labels, targets, n),
-                             force_worse=force_worse, keep_dropout=keep_dropout,
-                             input_shape=shape,
-                             allow_pickle=allow_pickle, progress=progress)
-    finally:
-        if isinstance(progress, RichProgress):
-            progress.close()
+    with shown_progress(json_output=False) as progress:
+        rewritten = run_rewrite(model, modes, data=data, train_batch_size=train_batch_size,
+                                batch_size=batch_size, device=device, limit=limit,
+                                labels=labels, targets=targets, image=image, input_shape=shape,
+                                arch=arch, allow_pickle=allow_pickle, progress=progress)
+    report = rewritten.save(output, force=force, keep_dropout=keep_dropout,
+                            force_worse=force_worse)
     render_rewrite(report, stdout_console())
     raise typer.Exit(0 if report.ok else 1)

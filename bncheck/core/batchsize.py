@@ -9,6 +9,7 @@ import numpy as np
 
 from bncheck.core.layers import NormLayer
 from bncheck.core.moments import LayerAccumulator
+from bncheck.core.numerics import TINY
 
 DEFAULT_BATCH = 32
 # Running stats describe the data only if their means are within this many running std.
@@ -98,14 +99,14 @@ def _fit(layer: NormLayer, acc: LayerAccumulator) -> tuple[float, float, float] 
     assert mu is not None
     total, between, within = acc.population.var, acc.between_var, acc.within_var
     with np.errstate(all="ignore"):
-        shift = np.abs(mu - rm) / np.sqrt(np.maximum(rv, 1e-12))
+        shift = np.abs(mu - rm) / np.sqrt(np.maximum(rv, TINY))
     if not np.isfinite(shift).all() or not np.isfinite(rv).all():
         return _Misfit(f"running stats of {layer.name} are not finite")
     if float(np.median(shift)) > MAX_MEAN_SHIFT:
         # Layers after one whose stats do not describe the data see other inputs in training.
         return _Misfit(f"running stats of {layer.name} do not describe the sample data (median "
                        f"mean shift {float(np.median(shift)):.2f} running std)", ends_search=True)
-    share = between / np.maximum(rv, 1e-12)
+    share = between / np.maximum(rv, TINY)
     if float(np.median(share)) < MIN_BETWEEN_SHARE:
         return _Misfit(f"per-sample means at {layer.name} barely vary "
                        f"({100 * float(np.median(share)):.1f}% of the variance), so the batch size "
@@ -113,7 +114,7 @@ def _fit(layer: NormLayer, acc: LayerAccumulator) -> tuple[float, float, float] 
     bt, gap = between, total - rv
     inv_b = float(np.clip(np.sum(bt * gap) / np.sum(bt * bt), 0.0, 1.0))
     fitted = within + (1.0 - inv_b) * between
-    err = float(np.median(np.abs(fitted - rv) / np.maximum(rv, 1e-12)))
+    err = float(np.median(np.abs(fitted - rv) / np.maximum(rv, TINY)))
     if err > MAX_FIT_ERROR:
         return _Misfit(f"running_var of {layer.name} fits no batch size (median relative error "
                        f"{err:.2f})")

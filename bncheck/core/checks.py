@@ -6,6 +6,7 @@ import numpy as np
 
 from bncheck.core.findings import Finding
 from bncheck.core.layers import Family, NormLayer
+from bncheck.core.numerics import DEFAULT_EPS
 from bncheck.core.options import Severity
 
 # eps of 1e-5 (torch) and 1e-3 (Keras/TF) are both normal; outside this band it is usually a bug,
@@ -102,7 +103,7 @@ def _eps_findings(layer: NormLayer) -> list[Finding]:
     if rv is None or not rv.size or not layer.uses_running_stats:
         return out
     # A bare state_dict does not record eps; torch's default is the likely one.
-    eps = 1e-5 if eps is None else eps
+    eps = DEFAULT_EPS if eps is None else eps
     small = np.isfinite(rv) & (rv >= 0) & (rv < eps)
     w = layer.weight
     dead = small & (np.abs(w) < 1e-6) if w is not None else np.zeros_like(small)

@@ -8,17 +8,20 @@ behaves as trained. See docs/design.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bncheck.backends.base import Model
 from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource
 from bncheck.core.data import SampleSource, batches
 from bncheck.core.diagnosis import LayerDivergence, divergence
 from bncheck.core.layers import NormLayer
 from bncheck.core.metrics import CHUNK, Truth
+from bncheck.core.model import LayerShapes, Model
 from bncheck.core.moments import Moments
+from bncheck.core.numerics import TINY
 from bncheck.core.options import RewriteMode
 from bncheck.core.outputs import OutputStore
 from bncheck.core.progress import NoProgress, Progress
@@ -35,7 +38,7 @@ MAX_CLASSES = 1000
 NORM_FLOOR = 0.1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Discrepancy:
     """Per-sample relative L2 distance of one way of running the model from the reference."""
 
@@ -45,16 +48,16 @@ class Discrepancy:
     median: float
     p90: float
     argmax_agreement: float | None
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """JSON-ready dict."""
         return {"name": self.name, "batch_size": self.batch_size, "mean": self.mean,
                 "median": self.median, "p90": self.p90,
-                "argmax_agreement": self.argmax_agreement, "notes": self.notes}
+                "argmax_agreement": self.argmax_agreement, "notes": list(self.notes)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerReport:
     """One batch-dependent layer: divergence under eval and under reference propagation."""
 
@@ -65,8 +68,8 @@ class LayerReport:
     reference: LayerDivergence
 
 
-@dataclass
-class Comparison:
+@dataclass(frozen=True)
+class Measurements:
     """Everything compare measured; the verdict is derived in ``verdict.py``."""
 
     n_samples: int
@@ -74,39 +77,34 @@ class Comparison:
     batch_size: int
     train_batch: BatchSizeEstimate
     noise_floor: Discrepancy | None
-    candidates: dict[str, Discrepancy]
-    layers: list[LayerReport]
+    candidates: Mapping[str, Discrepancy]
+    layers: tuple[LayerReport, ...]
     forward_passes: int
-    notes: list[str]
+    notes: tuple[str, ...]
     reference_batches: int = 0
     truth: Truth | None = None
-    metrics: dict[str, float] = field(default_factory=dict)  # by run name, with ``truth``
+    metrics: Mapping[str, float] = field(default_factory=dict)  # by run name, with ``truth``
     shift: ShiftEvidence | None = None
     expectation: InputExpectation | None = None
-
-
-def needs_stats(layer: NormLayer) -> bool:
-    """Whether eval mode normalizes this layer differently from training."""
-    return layer.uses_running_stats and layer.momentum_note != "frozen"
 
 
 def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_size: int | None,
             truth: Truth | None = None,
             image_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-            progress: Progress | None = None) -> Comparison:
+            progress: Progress | None = None) -> Measurements:
     """Measure eval mode and every candidate against the reference on ``src``.
 
     ``truth`` adds the task metric of each run; ``image_norm`` is the (mean, std) an image folder
     was normalized with, so a preprocessing fix can be given as --mean/--std.
     """
     progress = progress or NoProgress()
-    layers = {layer.name: layer for layer in model.layers() if needs_stats(layer)}
+    layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
     n = len(src)
     if not layers:
         unused = BatchSizeEstimate(batch_size, BatchSizeSource.UNUSED, "no batch-dependent layer")
-        return Comparison(n, n, batch_size, unused, None, {}, [], 0,
-                          ["no layer normalizes with running statistics: eval mode is the "
-                           "trained behaviour, and there is nothing to compare"])
+        return Measurements(n, n, batch_size, unused, None, {}, (), 0,
+                            ("no layer normalizes with running statistics: eval mode is the "
+                             "trained behaviour, and there is nothing to compare",))
     runner = _Runner(src, progress)
     eval_taps = TapCollector()
     eval_store = runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
@@ -117,7 +115,8 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     b, used = plan.batch, plan.used
     notes = list(plan.notes)
 
-    ref_model = model.apply(RewriteMode.REFERENCE).model
+    shapes = eval_taps.shapes
+    ref_model = model.apply(RewriteMode.REFERENCE, shapes=shapes).model
     ref_taps = TapCollector()
     ref = runner.run(ref_model, "reference", b, used, taps=list(layers), on_tap=ref_taps)
     cands: dict[str, Discrepancy] = {"eval": _discrepancy("eval", batch_size, eval_store, ref,
@@ -134,18 +133,18 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         notes.append("eval mode is within tolerance: the candidate fixes were not run")
     else:
         population = {name: acc.population for name, acc in ref_taps.acc.items()}
-        for d, metric in _candidates(runner, model, ref, population, spatial, batch_size, b, used,
+        for d, metric in _candidates(runner, model, ref, population, shapes, batch_size, b, used,
                                      cands["eval"], notes, truth):
             cands[d.name] = d
             if metric is not None:
                 metrics[d.name] = metric
     ref.close()
-    reports = [
+    reports = tuple(
         LayerReport(layers[name], i, spatial[name],
                     divergence(layers[name], eval_taps.acc[name], b),
                     divergence(layers[name], ref_taps.acc[name], b))
         for i, name in enumerate(order)
-    ]
+    )
     dropout = model.dropout_layers()
     if dropout:
         notes.append(f"the model has {len(dropout)} Dropout layer(s) ({', '.join(dropout[:3])}"
@@ -159,20 +158,25 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         mean, std = image_norm if image_norm is not None else (None, None)
         expectation = probe_preprocessing(model, src, layers[order[0]], mean, std)
         runner.passes += 3
-    return Comparison(n, used.size, batch_size, plan.train, noise, cands, reports, runner.passes,
-                      notes, plan.batches, truth, metrics, shift, expectation)
+    return Measurements(n, used.size, batch_size, plan.train, noise, cands, reports,
+                        runner.passes, tuple(notes), plan.batches, truth, metrics, shift,
+                        expectation)
 
 
 def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dict[str, Moments],
-                spatial: dict[str, bool], batch_size: int, b: int, used: np.ndarray,
+                shapes: LayerShapes, batch_size: int, b: int, used: np.ndarray,
                 eval_run: Discrepancy, notes: list[str], truth: Truth | None
                 ) -> list[tuple[Discrepancy, float | None]]:
     """Each fix, run and measured against the reference (and against ``truth``)."""
-    out = [runner.candidate(model, RewriteMode.RECALIBRATE, population, ref, batch_size, used,
-                            truth)]
+    spatial = {name: math.prod(s[1:]) > 1 for name, s in shapes.items()}
+
+    def run(mode: RewriteMode, stats: dict[str, Moments] | None = None
+            ) -> tuple[Discrepancy, float | None]:
+        return runner.candidate(model, mode, stats, shapes, ref, batch_size, used, truth)
+
+    out = [run(RewriteMode.RECALIBRATE, population)]
     if any(spatial.values()):
-        out.append(runner.candidate(model, RewriteMode.INSTANCE_NORM, None, ref, batch_size, used,
-                                    truth))
+        out.append(run(RewriteMode.INSTANCE_NORM))
     else:
         notes.append("no batch-dependent layer has per-sample spatial statistics: instance-norm "
                      "does not apply")
@@ -181,8 +185,7 @@ def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dic
         agreement = None if eval_run.argmax_agreement is None else 1.0
         out.append((Discrepancy("batch-stats", b, 0.0, 0.0, 0.0, agreement), None))
     else:
-        out.append(runner.candidate(model, RewriteMode.BATCH_STATS, None, ref, batch_size, used,
-                                    truth))
+        out.append(run(RewriteMode.BATCH_STATS))
     return out
 
 
@@ -190,7 +193,7 @@ def _noise_floor(runner: _Runner, ref_model: Model, ref: OutputStore, b: int,
                  used: np.ndarray) -> Discrepancy:
     if b == 1:
         return Discrepancy("noise-floor", 1, 0.0, 0.0, 0.0, None,
-                           ["at batch size 1 the reference does not depend on batch composition"])
+                           ("at batch size 1 the reference does not depend on batch composition",))
     # Another seeded shuffle of the same samples: each meets other batch-mates.
     order = np.random.default_rng(SHUFFLE_SEED + 1).permutation(used)
     rebatched = runner.run(ref_model, "noise floor", b, order)
@@ -221,13 +224,13 @@ class _Runner:
         return store
 
     def candidate(self, model: Model, mode: RewriteMode, stats: dict[str, Moments] | None,
-                  ref: OutputStore, batch_size: int, used: np.ndarray, truth: Truth | None
-                  ) -> tuple[Discrepancy, float | None]:
+                  shapes: LayerShapes, ref: OutputStore, batch_size: int, used: np.ndarray,
+                  truth: Truth | None) -> tuple[Discrepancy, float | None]:
         """One fix, run on the reference's samples in the reference's order."""
-        result = model.apply(mode, stats)
+        result = model.apply(mode, stats, shapes)
         store = self.run(result.model, mode.value, batch_size, used)
-        d = _discrepancy(mode.value, batch_size, store, ref, used)
-        d.notes.extend(result.notes)
+        d = replace(_discrepancy(mode.value, batch_size, store, ref, used),
+                    notes=tuple(result.notes))
         metric = None if truth is None else truth.score(store, used)
         store.close()
         return d, metric
@@ -242,7 +245,7 @@ def _discrepancy(name: str, batch_size: int, got: OutputStore, ref: OutputStore,
     classes = 2 <= ref.width <= MAX_CLASSES
     norms = np.concatenate([np.linalg.norm(ref.read(used[i:i + CHUNK]).astype(np.float64), axis=1)
                             for i in range(0, n, CHUNK)])
-    floor = max(NORM_FLOOR * float(np.median(norms)), 1e-12) if n else 1e-12
+    floor = max(NORM_FLOOR * float(np.median(norms)), TINY) if n else TINY
     for start in range(0, n, CHUNK):
         idx = used[start:start + CHUNK]
         y, r = got.read(idx).astype(np.float64), ref.read(idx).astype(np.float64)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from bncheck.errors import BncheckError
 
-if TYPE_CHECKING:
-    from bncheck.backends.base import Model
-
+# Suffixes of tensors saved with torch.save, read by the torch backend (core never imports it).
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+TensorReader = Callable[[Path], list[np.ndarray]]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _NAN_SCAN_CHUNK = 256
 
@@ -38,12 +38,19 @@ class SampleSource(Protocol):
 class ArraySource:
     """Arrays (memory-mapped where the format allows), one per model input, samples on axis 0."""
 
-    def __init__(self, arrays: list[np.ndarray], path: Path) -> None:
+    def __init__(self, arrays: list[np.ndarray], origin: str) -> None:
+        for a in arrays:
+            if a.ndim == 0:
+                raise BncheckError(f"{origin}: a single number (0-d array) is not a batch of "
+                                   "samples")
+            if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or \
+                    np.issubdtype(a.dtype, np.complexfloating):
+                raise BncheckError(f"{origin}: holds {a.dtype} values; model inputs are real "
+                                   "numbers")
         n = {a.shape[0] for a in arrays}
         if len(n) != 1:
-            raise BncheckError(f"{path}: the arrays have different sample counts {sorted(n)}")
+            raise BncheckError(f"{origin}: the arrays have different sample counts {sorted(n)}")
         self.arrays = arrays
-        self.path = path
 
     def __len__(self) -> int:
         return int(self.arrays[0].shape[0])
@@ -97,14 +104,18 @@ class ImageSource:
 
 def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequence[
         tuple[int | None, ...]], image: ImageOptions, limit: int | None,
-                 check_shapes: bool = True) -> SampleSource:
-    """Open ``path`` as a sample source and check it before any model work starts."""
+                 check_shapes: bool = True, read_torch: TensorReader | None = None
+                 ) -> SampleSource:
+    """Open ``path`` as a sample source and check it before any model work starts.
+
+    ``read_torch`` reads torch.save'd tensors; the caller passes the torch backend's reader.
+    """
     if not path.exists():
         raise BncheckError(f"--data {path}: no such file or folder")
     if path.is_dir():
         src: SampleSource = _image_folder(path, input_shapes, image)
     else:
-        arrays = ArraySource(_arrays(path, input_names), path)
+        arrays = ArraySource(_arrays(path, input_names, read_torch), f"--data {path}")
         # Only the samples --limit keeps are ever read; only they need scanning.
         _check_finite(arrays, path, len(arrays) if limit is None else min(limit, len(arrays)))
         src = arrays
@@ -132,7 +143,8 @@ class Limited:
         return self.inner.load(index)
 
 
-def _arrays(path: Path, input_names: Sequence[str]) -> list[np.ndarray]:
+def _arrays(path: Path, input_names: Sequence[str], read_torch: TensorReader | None
+            ) -> list[np.ndarray]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -142,8 +154,11 @@ def _arrays(path: Path, input_names: Sequence[str]) -> list[np.ndarray]:
                 return _select_npz({k: z[k] for k in z.files}, input_names, path)
     except (ValueError, OSError, EOFError) as e:
         raise BncheckError(f"--data {path}: cannot read it as {suffix} ({e})") from e
-    if suffix in (".pt", ".pth", ".bin"):
-        return _torch_arrays(path)
+    if suffix in TORCH_SUFFIXES:
+        if read_torch is None:
+            raise BncheckError(f"--data {path}: reading torch.save'd tensors needs torch; "
+                               "install bncheck[torch] or give .npy")
+        return read_torch(path)
     raise BncheckError(f"--data {path}: use .npy, .npz, a torch.save'd tensor (.pt) or a folder "
                        "of images")
 
@@ -159,20 +174,6 @@ def _select_npz(arrays: dict[str, np.ndarray], input_names: Sequence[str],
                            "model takes one input: keep one array or name it after the input")
     raise BncheckError(f"--data {path}: expected arrays named {', '.join(input_names)}; found "
                        f"{', '.join(arrays)}")
-
-
-def _torch_arrays(path: Path) -> list[np.ndarray]:
-    import torch
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # damaged files and pickles raise many types
-        raise BncheckError(f"--data {path}: cannot read it as a torch.save'd tensor ({e})") from e
-    items = obj if isinstance(obj, (list, tuple)) else list(obj.values()) \
-        if isinstance(obj, dict) else [obj]
-    if not items or not all(isinstance(t, torch.Tensor) for t in items):
-        raise BncheckError(f"--data {path}: expected a tensor (or a list/dict of tensors)")
-    return [t.detach().cpu().numpy() for t in items]
 
 
 def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
@@ -249,23 +250,3 @@ def batches(src: SampleSource, batch_size: int, order: np.ndarray | None = None
     for start in range(0, idx.size, batch_size):
         sel = idx[start:start + batch_size]
         yield sel, src.load(sel)
-
-
-def open_for_model(model: Model, data: Path, image: ImageOptions, limit: int | None,
-                   input_shape: tuple[int, ...] | None = None) -> tuple[SampleSource, Model]:
-    """A sample source matched to ``model``'s inputs, and the runnable form of the model.
-
-    ``input_shape`` (per sample, from --input-shape) stands in for what the model declares.
-    """
-    from bncheck.backends.base import InputSpec
-
-    specs = model.inputs()
-    if input_shape is not None:
-        if len(specs) > 1:
-            raise BncheckError(f"--input-shape gives one input; {model.path} takes {len(specs)}")
-        specs = [InputSpec(specs[0].name if specs else "input", (None, *input_shape))]
-    src = open_samples(data, input_names=[s.name for s in specs],
-                       input_shapes=[s.shape for s in specs], image=image, limit=limit,
-                       check_shapes=not any(s.guessed for s in specs))
-    example = src.load(np.arange(min(2, len(src))))
-    return src, model.runnable(example)

@@ -8,6 +8,7 @@ import numpy as np
 
 from bncheck.core.layers import Family, NormLayer
 from bncheck.core.moments import LayerAccumulator
+from bncheck.core.numerics import DEFAULT_EPS
 
 # Expected KL (nats, mean over channels) at which a layer's running stats stop standing in for
 # its training-time batch statistics.
@@ -45,7 +46,7 @@ def divergence(layer: NormLayer, acc: LayerAccumulator, batch_size: int) -> Laye
     """
     assert layer.running_mean is not None and layer.running_var is not None
     b = 1 if layer.family is Family.INSTANCE else batch_size
-    eps = layer.eps if layer.eps is not None else 1e-5
+    eps = layer.eps if layer.eps is not None else DEFAULT_EPS
     rm, rv = layer.running_mean, np.maximum(layer.running_var, 0.0) + eps
     mu = acc.population.mean
     assert mu is not None

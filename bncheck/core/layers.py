@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -18,6 +19,17 @@ class Family(StrEnum):
     RMS = "rms"
 
 
+class MomentumNote(StrEnum):
+    """How a layer's running average is updated, as far as the file says."""
+
+    TORCH = "torch"  # exponential, torch's momentum convention
+    CUMULATIVE = "cumulative"  # torch momentum=None: a cumulative average
+    FROZEN = "frozen"  # FrozenBatchNorm2d and kin: never updated
+    ONNX = "onnx"  # exponential, from an ONNX graph (converted to torch's convention)
+    UNKNOWN = "unknown"  # a bare state_dict does not say
+    NONE = "none"  # no running statistics at all
+
+
 # What a pass says of a BatchNorm whose input has one value per channel per sample ((N, C), or 1x1
 # maps): it has no per-sample statistics, so it stays on running stats.
 KEPT_2D = "input has one value per channel per sample (N, C or 1x1 maps); kept on running stats"
@@ -28,8 +40,8 @@ class NormLayer:
     """One normalization layer as found in a model, with its statistics as float64 arrays.
 
     ``momentum`` always uses torch's convention (weight of the new batch); ``None`` with
-    ``momentum_note == "cumulative"`` means a cumulative average, and ``None`` with
-    ``momentum_note == "unknown"`` means the file does not say (a bare state_dict).
+    ``MomentumNote.CUMULATIVE`` means a cumulative average, and ``None`` with
+    ``MomentumNote.UNKNOWN`` means the file does not say (a bare state_dict).
     """
 
     name: str
@@ -38,7 +50,7 @@ class NormLayer:
     channels: int | None
     eps: float | None
     momentum: float | None
-    momentum_note: str
+    momentum_note: MomentumNote
     affine: bool
     tracks_running_stats: bool
     running_mean: np.ndarray | None = None
@@ -48,6 +60,11 @@ class NormLayer:
     bias: np.ndarray | None = None
     # An ONNX BatchNormalization with training_mode=1: batch statistics even at inference.
     training_mode: bool = False
+
+    @property
+    def needs_stats(self) -> bool:
+        """Whether eval mode normalizes this layer differently from training."""
+        return self.uses_running_stats and self.momentum_note is not MomentumNote.FROZEN
 
     @property
     def uses_running_stats(self) -> bool:
@@ -68,7 +85,9 @@ class NormLayer:
             "channels": self.channels,
             "eps": self.eps,
             "momentum": self.momentum,
-            "momentum_note": self.momentum_note,
+            "momentum_note": (f"onnx {1.0 - self.momentum:g}"
+                              if self.momentum_note is MomentumNote.ONNX and self.momentum is not None
+                              else self.momentum_note.value),
             "affine": self.affine,
             "track_running_stats": self.tracks_running_stats,
             "training_mode": self.training_mode,
@@ -76,6 +95,12 @@ class NormLayer:
             "running_mean": finite_range(self.running_mean),
             "running_var": finite_range(self.running_var),
         }
+
+
+def has_per_sample_stats(shape: tuple[int, ...]) -> bool:
+    """Whether a per-sample input of ``shape`` (C, *spatial) has more than one value per
+    channel, so that per-sample statistics exist ((N, C) inputs and 1x1 maps have none)."""
+    return math.prod(shape[1:]) > 1
 
 
 def finite_range(a: np.ndarray | None) -> list[float] | None:

@@ -61,9 +61,9 @@ class Truth:
         return f"{100 * value:.1f}%" if self.kind is MetricKind.ACCURACY else f"{value:.4g}"
 
 
-def load_truth(path: Path, kind: MetricKind, n_samples: int, width: int | None = None) -> Truth:
+def load_truth(path: Path, kind: MetricKind, n_samples: int) -> Truth:
     """Read ``--labels``/``--targets`` (.npy, .npz with one array, or text) for ``n_samples``."""
-    option = "--labels" if kind is MetricKind.ACCURACY else "--targets"
+    option = _option(kind)
     if not path.is_file():
         raise BncheckError(f"{option} {path}: no such file")
     try:
@@ -79,20 +79,28 @@ def load_truth(path: Path, kind: MetricKind, n_samples: int, width: int | None =
     except (ValueError, OSError, EOFError) as e:
         raise BncheckError(f"{option} {path} cannot be read ({e}); give a .npy, .npz or text "
                            "file") from e
+    return truth_from_array(values, kind, n_samples, path)
+
+
+def truth_from_array(values: np.ndarray, kind: MetricKind, n_samples: int,
+                     origin: Path = Path("<array>")) -> Truth:
+    """Labels or targets from an array, one entry per sample in sample order."""
+    option = f"{_option(kind)} {origin}"
     if values.ndim == 0 or values.shape[0] < n_samples:
         got = 0 if values.ndim == 0 else values.shape[0]
-        raise BncheckError(f"{option} {path}: {got} entries for {n_samples} samples; give one "
-                           "per sample, in the same order")
+        raise BncheckError(f"{option}: {got} entries for {n_samples} samples; give one per "
+                           "sample, in the same order")
     values = values[:n_samples]
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype,
+                                                                   np.complexfloating):
+        raise BncheckError(f"{option}: expected numbers, got {values.dtype}")
     if kind is MetricKind.ACCURACY:
-        if values.ndim != 1 or not np.issubdtype(values.dtype, np.number) or \
-                not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-            raise BncheckError(f"{option} {path}: expected one integer class id per sample")
-        return Truth(kind, values.astype(np.int64), path)
-    if not np.issubdtype(values.dtype, np.number):
-        raise BncheckError(f"{option} {path}: expected numbers")
-    values = values.astype(np.float64).reshape(n_samples, -1)
-    if width is not None and values.shape[1] != width:
-        raise BncheckError(f"{option} {path}: {values.shape[1]} values per sample; the model "
-                           f"outputs {width}")
-    return Truth(kind, values, path)
+        if values.ndim != 1 or not np.all(np.isfinite(values)) or \
+                np.any(values != np.round(values)):
+            raise BncheckError(f"{option}: expected one integer class id per sample")
+        return Truth(kind, values.astype(np.int64), origin)
+    return Truth(kind, values.astype(np.float64).reshape(n_samples, -1), origin)
+
+
+def _option(kind: MetricKind) -> str:
+    return "--labels" if kind is MetricKind.ACCURACY else "--targets"

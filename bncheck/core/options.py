@@ -57,6 +57,10 @@ USER_MODES = (
 )
 
 
+# Batch size for running models, unless --batch-size says otherwise.
+DEFAULT_BATCH_SIZE = 16
+
+
 class Device(StrEnum):
     """Where torch models run."""
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.backends.base import Model
 from bncheck.core.data import SampleSource
 from bncheck.core.layers import NormLayer
+from bncheck.core.model import Model
 from bncheck.core.moments import LayerAccumulator
+from bncheck.core.numerics import TINY
 from bncheck.core.taps import TapCollector
 
 # Running means further from the data's mean than this many running std (median over channels)
@@ -82,9 +83,9 @@ def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
     noise = np.sqrt(m / (2.0 - m) * between / batch_size)
     with np.errstate(all="ignore"):
         shift = float(np.median(np.abs(mu - rm) / np.sqrt(rv)))
-        ratio = float(np.median(np.abs(mu - rm) / np.maximum(noise, 1e-12)))
-        low = float(np.median(rv / np.maximum(within, 1e-12))) if acc.spatial > 1 else np.inf
-        high = float(np.median(rv / np.maximum(total, 1e-12)))
+        ratio = float(np.median(np.abs(mu - rm) / np.maximum(noise, TINY)))
+        low = float(np.median(rv / np.maximum(within, TINY))) if acc.spatial > 1 else np.inf
+        high = float(np.median(rv / np.maximum(total, TINY)))
     mean_off = shift > MIN_MEAN_SHIFT and ratio > MAX_NOISE_RATIO
     if not mean_off and low * VAR_SLACK >= 1.0 and high <= VAR_SLACK:
         return None

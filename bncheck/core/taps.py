@@ -12,10 +12,12 @@ class TapCollector:
 
     def __init__(self) -> None:
         self.acc: dict[str, LayerAccumulator] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # per-sample input shape, by layer
 
     def __call__(self, name: str, x: np.ndarray) -> None:
         """Add one batch of layer ``name``'s input."""
         self.acc.setdefault(name, LayerAccumulator()).update(x)
+        self.shapes[name] = tuple(x.shape[1:])
 
     @property
     def order(self) -> list[str]:

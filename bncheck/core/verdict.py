@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bncheck.core.batchsize import BatchSizeSource
-from bncheck.core.compare import Comparison, Discrepancy
+from bncheck.core.compare import Discrepancy, Measurements
 from bncheck.core.diagnosis import KL_ERROR, KL_WARN
 from bncheck.core.findings import INCONCLUSIVE, Finding
 from bncheck.core.options import Severity
@@ -84,12 +84,12 @@ class Verdict:
                 "tolerance": self.tolerance, "first_failing_layer": self.first_failing_layer}
 
 
-def tolerance(c: Comparison) -> float:
+def tolerance(c: Measurements) -> float:
     """How far from the reference still counts as behaving as trained."""
     return tolerance_for(c.noise_floor.mean if c.noise_floor is not None else 0.0)
 
 
-def decide(c: Comparison) -> Verdict:
+def decide(c: Measurements) -> Verdict:
     """Apply the rules in the module docstring to what compare measured."""
     if not c.candidates:
         return Verdict(VerdictKind.OK, Diagnosis.NONE, FixMode.NONE,
@@ -131,7 +131,7 @@ def decide(c: Comparison) -> Verdict:
     return _internal(c, figures + where, tol, first)
 
 
-def _internal(c: Comparison, figures: str, tol: float, first: str | None) -> Verdict:
+def _internal(c: Measurements, figures: str, tol: float, first: str | None) -> Verdict:
     fixes = [c.candidates[m] for m in PREFERENCE if m in c.candidates]
     eval_metric = c.metrics.get("eval")
     harmful = [d for d in fixes if _lowers_metric(c, d)]
@@ -166,19 +166,19 @@ def _internal(c: Comparison, figures: str, tol: float, first: str | None) -> Ver
     return Verdict(VerdictKind.MISMATCH, Diagnosis.INTERNAL, mode, reason, tol, first)
 
 
-def _inconclusive(c: Comparison, tol: float, first: str | None, why: str, fix: FixMode,
+def _inconclusive(c: Measurements, tol: float, first: str | None, why: str, fix: FixMode,
                   advice: str) -> Verdict:
     return Verdict(VerdictKind.INCONCLUSIVE, Diagnosis.NONE, FixMode.NONE, why, tol, first, fix,
                    advice)
 
 
-def _lowers_metric(c: Comparison, d: Discrepancy) -> bool:
+def _lowers_metric(c: Measurements, d: Discrepancy) -> bool:
     if c.truth is None or "eval" not in c.metrics or d.name not in c.metrics:
         return False
     return c.truth.worse(c.metrics[d.name], c.metrics["eval"])
 
 
-def _conditional_recalibrate(c: Comparison, tol: float) -> tuple[FixMode, str]:
+def _conditional_recalibrate(c: Measurements, tol: float) -> tuple[FixMode, str]:
     """Recalibrate as a fix only if this data is what is deployed, with the sentence saying so.
 
     Offered after an input shift, and whenever some layers' running stats do not describe the
@@ -201,7 +201,7 @@ def _conditional_recalibrate(c: Comparison, tol: float) -> tuple[FixMode, str]:
     return FixMode.NONE, ""
 
 
-def _preprocessing_advice(c: Comparison) -> str:
+def _preprocessing_advice(c: Measurements) -> str:
     e = c.expectation
     if e is None or e.expected_mean is None or e.expected_std is None:
         note = f" ({e.note})" if e is not None else ""
@@ -238,7 +238,7 @@ def _key(x: float) -> float:
     return x if math.isfinite(x) else math.inf
 
 
-def first_failing_layer(c: Comparison) -> str | None:
+def first_failing_layer(c: Measurements) -> str | None:
     """The first layer, in execution order, whose running stats diverge under reference
     propagation (the inputs it had in training)."""
     for r in sorted(c.layers, key=lambda r: r.order):
@@ -256,7 +256,7 @@ def layer_severity(kl: float) -> Severity | None:
     return None
 
 
-def compare_findings(c: Comparison, v: Verdict) -> list[Finding]:
+def compare_findings(c: Measurements, v: Verdict) -> list[Finding]:
     """Findings for the verdict and for each diverging layer."""
     out: list[Finding] = []
     if v.verdict is VerdictKind.INCONCLUSIVE:

@@ -9,11 +9,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bncheck.core.compare import Comparison
+from bncheck.core.compare import Measurements
 from bncheck.core.diagnosis import KL_ERROR, KL_WARN
 from bncheck.core.findings import INCONCLUSIVE, Finding
-from bncheck.core.inspection import Inspection
 from bncheck.core.reference import SHUFFLE_SEED
+from bncheck.core.results import Comparison
 from bncheck.core.verdict import Diagnosis, FixMode, Verdict, VerdictKind
 from bncheck.report.console import SEVERITY_STYLE, fmt_num
 from bncheck.report.inspect_text import summary_line
@@ -28,11 +28,12 @@ _VERDICT_STYLE = {VerdictKind.OK: "bold green", VerdictKind.MISMATCH: "bold red"
                   VerdictKind.INCONCLUSIVE: "bold yellow"}
 
 
-def render_comparison(inspection: Inspection, c: Comparison, v: Verdict, findings: list[Finding],
-                      commands: Mapping[FixMode, str], console: Console) -> None:
+def render_comparison(result: Comparison, commands: Mapping[FixMode, str],
+                      console: Console) -> None:
     """Summary line, verdict and what to do, candidates against the noise floor, per-layer
     divergence, then every finding the exit code can depend on."""
-    console.print(summary_line(inspection, findings))
+    c, v, findings = result.measurements, result.verdict, list(result.findings)
+    console.print(summary_line(result.inspection, findings))
     head = Text("verdict: ", style="bold")
     head.append(v.verdict.value.upper(), style=_VERDICT_STYLE[v.verdict])
     if v.diagnosis is not Diagnosis.NONE:
@@ -73,7 +74,7 @@ def _findings(findings: list[Finding], console: Console) -> None:
         console.print(Text.assemble(sev, "  ", f"{where}{message} [{f.code}]"))
 
 
-def _candidates(c: Comparison, v: Verdict) -> Table:
+def _candidates(c: Measurements, v: Verdict) -> Table:
     t = Table(title="discrepancy against the trained behaviour (relative L2 per sample)",
               title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
     metric = [] if c.truth is None else [c.truth.kind.value]
@@ -106,7 +107,7 @@ def _bar(x: float, top: float) -> Text:
     return Text("#" * n + "." * (BAR - n))
 
 
-def _layers(c: Comparison) -> Table:
+def _layers(c: Measurements) -> Table:
     t = Table(title="per layer: running stats vs what the layer is given, under training and "
               "eval propagation (worst first)", title_justify="left", show_edge=False, pad_edge=False,
               header_style="bold")

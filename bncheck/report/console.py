@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rich.console import Console
 
 WIDTH = 100
 
 
-def stdout_console(width: int | None = None) -> Console:
-    """Console for the report; plain text when stdout is not a terminal."""
-    return Console(file=sys.stdout, width=width or (None if sys.stdout.isatty() else WIDTH),
+def stdout_console() -> Console:
+    """Console for the report; plain text, 100 columns, when stdout is not a terminal."""
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else WIDTH,
                    highlight=False, soft_wrap=False)
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    """The one JSON document on stdout (progress and messages go to stderr)."""
+    from bncheck.report.json_out import dumps
+
+    sys.stdout.write(dumps(doc) + "\n")
+
+
+def error_line(message: str) -> None:
+    """A user error: one plain line on stderr."""
+    sys.stderr.write(f"bncheck: error: {message}\n")
 
 
 SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": "cyan"}

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from bncheck.core.findings import Finding
 from bncheck.core.inspection import Inspection
-from bncheck.core.layers import NormLayer, finite_range
+from bncheck.core.layers import MomentumNote, NormLayer, finite_range
 from bncheck.report.console import SEVERITY_STYLE, fmt_num
 
 
@@ -51,7 +51,8 @@ def _range(layer: NormLayer, which: str) -> str:
 def _momentum(layer: NormLayer) -> str:
     if layer.momentum is not None:
         return fmt_num(layer.momentum)
-    return {"cumulative": "cumul.", "unknown": "?", "frozen": "frozen"}.get(layer.momentum_note,
+    return {MomentumNote.CUMULATIVE: "cumul.", MomentumNote.UNKNOWN: "?",
+            MomentumNote.FROZEN: "frozen"}.get(layer.momentum_note,
                                                                            "-")
 
 

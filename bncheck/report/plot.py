@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bncheck.core.compare import Comparison
+from bncheck.core.compare import Measurements
 from bncheck.core.verdict import Verdict
 from bncheck.errors import BncheckError
 
 
-def write_plot(c: Comparison, v: Verdict, path: Path) -> None:
+def write_plot(c: Measurements, v: Verdict, path: Path) -> None:
     """Two panels: KL per layer (both propagations) and candidates against the tolerance."""
     try:
         import matplotlib

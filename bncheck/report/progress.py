@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.progress import (
     BarColumn,
@@ -53,3 +55,14 @@ def progress_for(json_output: bool) -> ProgressSink:
     if json_output or not sys.stderr.isatty():
         return NoProgress()
     return RichProgress()
+
+
+@contextmanager
+def shown_progress(json_output: bool) -> Iterator[ProgressSink]:
+    """``progress_for``'s sink, its bar removed however the work ends."""
+    progress = progress_for(json_output)
+    try:
+        yield progress
+    finally:
+        if isinstance(progress, RichProgress):
+            progress.close()

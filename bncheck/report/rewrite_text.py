@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.text import Text
 
 from bncheck.report.console import fmt_num
-from bncheck.rewrite.run import RewriteReport
+from bncheck.rewriting.run import RewriteReport
 
 
 def render_rewrite(r: RewriteReport, console: Console) -> None:

@@ -106,16 +106,17 @@ def attr(node: onnx.NodeProto, name: str, default: float | int | None = None) ->
     return default
 
 
-def static_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """Ranks of the tensors shape inference can tell."""
+def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Shapes of the tensors shape inference can tell; None where a dimension is free."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # inference is best effort; callers fall back to a probe run
         inferred = model
-    ranks: dict[str, int] = {}
+    shapes: dict[str, tuple[int | None, ...]] = {}
     g = inferred.graph
     for vi in list(g.value_info) + list(g.input) + list(g.output):
         t = vi.type.tensor_type
         if t.HasField("shape"):
-            ranks[vi.name] = len(t.shape.dim)
-    return ranks
+            shapes[vi.name] = tuple(d.dim_value if d.dim_value > 0 else None
+                                    for d in t.shape.dim)
+    return shapes

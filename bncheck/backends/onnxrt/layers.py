@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 
 from bncheck.backends.onnxrt.graph import Constants, attr
-from bncheck.core.layers import Family, NormLayer, momentum_from_onnx
+from bncheck.core.layers import Family, MomentumNote, NormLayer, momentum_from_onnx
+from bncheck.core.numerics import DEFAULT_EPS
 
 NORM_OPS = {
     "BatchNormalization": Family.BATCH,
@@ -70,7 +71,7 @@ def _arr(consts: Constants, node: onnx.NodeProto, i: int) -> np.ndarray | None:
 
 
 def _describe(node: onnx.NodeProto, name: str, family: Family, consts: Constants) -> NormLayer:
-    eps = float(attr(node, "epsilon", 1e-5) or 0.0)
+    eps = float(attr(node, "epsilon", DEFAULT_EPS) or 0.0)
     weight, bias = _arr(consts, node, 1), _arr(consts, node, 2)
     if family is Family.BATCH:
         m = float(attr(node, "momentum", 0.9) or 0.0)
@@ -79,7 +80,7 @@ def _describe(node: onnx.NodeProto, name: str, family: Family, consts: Constants
         return NormLayer(
             name=name, kind=node.op_type, family=family,
             channels=None if weight is None else int(weight.size),
-            eps=eps, momentum=momentum_from_onnx(m), momentum_note=f"onnx {m:g}",
+            eps=eps, momentum=momentum_from_onnx(m), momentum_note=MomentumNote.ONNX,
             affine=True, tracks_running_stats=not training,
             running_mean=rm, running_var=rv, weight=weight, bias=bias, training_mode=training,
         )
@@ -88,6 +89,6 @@ def _describe(node: onnx.NodeProto, name: str, family: Family, consts: Constants
         channels = int(weight.size)
     return NormLayer(
         name=name, kind=node.op_type, family=family, channels=channels, eps=eps,
-        momentum=None, momentum_note="none", affine=weight is not None,
+        momentum=None, momentum_note=MomentumNote.NONE, affine=weight is not None,
         tracks_running_stats=False, weight=weight, bias=bias,
     )

@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bncheck.backends.base import InputSpec, PassResult, PopulationStats, TapFn
-from bncheck.backends.detect import ModelFormat
 from bncheck.backends.onnxrt.dropout import (
     activate_dropout,
     deactivate_dropout,
     dropout_nodes,
     has_active_dropout,
 )
-from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_ranks
+from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_shapes
 from bncheck.backends.onnxrt.layers import discover, is_training_mode
 from bncheck.backends.onnxrt.passes import apply_pass
+from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
+from bncheck.core.model import InputSpec, LayerShapes, PassResult, PopulationStats, TapFn
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
 
@@ -48,7 +48,6 @@ class OnnxModel:
         # Older exports list initializers among the inputs too; those are not fed.
         self._inputs = [vi for vi in proto.graph.input if vi.name not in inits]
         self._sessions: dict[tuple[str, ...], object] = {}
-        self._ranks: dict[str, int] = {}
         # The model's outputs: not the updated running stats a training-mode BN also returns.
         stats_out = {o for n in proto.graph.node if is_training_mode(n) for o in n.output[1:]}
         self._outputs = [o.name for o in proto.graph.output if o.name not in stats_out]
@@ -123,41 +122,31 @@ class OnnxModel:
         out_names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
         results = sess.run(None, feed)  # type: ignore[attr-defined]
         got = dict(zip(out_names, results, strict=True))
-        for t in taps:
-            arr = got[by_layer[t]]
-            self._ranks[by_layer[t]] = arr.ndim
-            if on_tap is not None:
-                on_tap(t, arr)
+        if on_tap is not None:
+            for t in taps:
+                on_tap(t, got[by_layer[t]])
         n = batch[0].shape[0]
         flat = [np.asarray(got[o], dtype=np.float32).reshape(n, -1) for o in self._outputs]
         return np.concatenate(flat, axis=1)
 
-    def _input_ranks(self) -> dict[str, int]:
-        ranks = static_ranks(self.proto)
-        ranks.update(self._ranks)
-        missing = [r for r in self._refs if r.input not in ranks]
-        if missing:
-            specs = self.inputs()
-            if all(None not in s.shape[1:] for s in specs):
-                probe = [np.zeros((2, *(d or 1 for d in s.shape[1:])), dtype=np.float32)
-                         for s in specs]
-                self.run(probe, taps=[r.name for r in missing])
-                ranks.update(self._ranks)
-        return ranks
+    def apply(self, mode: RewriteMode, stats: PopulationStats | None = None,
+              shapes: LayerShapes | None = None) -> PassResult:
+        """Apply one pass; the graph keeps its opset (very old ones are converted, and say so).
 
-    def apply(self, mode: RewriteMode, stats: PopulationStats | None = None) -> PassResult:
-        """Apply one pass; the graph keeps its opset (very old ones are converted, and say so)."""
+        Each BN input's shape comes from ``shapes`` (a tapped run), else from shape inference.
+        """
         base = ensure_opset(self.proto)
-        proto, notes = apply_pass(base, mode, self._input_ranks(), stats)
+        inputs = {r.name: r.input for r in self._refs}
+        known = {inputs[n]: (None, *s) for n, s in (shapes or {}).items() if n in inputs}
+        proto, notes = apply_pass(base, mode, {**static_shapes(base), **known}, stats)
         if opset(base) != opset(self.proto):
             notes.append(f"opset {opset(self.proto)} converted to {opset(base)}: older "
                          "BatchNormalization semantics differ")
         new = OnnxModel(proto, self.path, self.device, self.format)
-        new._ranks = dict(self._ranks)
         # Replaced layers still read the same input tensor; keep tapping them by name.
         tensors = {i for n in proto.graph.node for i in n.input}
-        known = {r.name for r in new._refs}
-        new._refs += [r for r in self._refs if r.name not in known and r.input in tensors]
+        names = {r.name for r in new._refs}
+        new._refs += [r for r in self._refs if r.name not in names and r.input in tensors]
         return PassResult(new, notes)
 
     def dropout_layers(self) -> list[str]:

@@ -12,18 +12,20 @@ from bncheck.backends.onnxrt.graph import Constants, attr, opset
 from bncheck.backends.onnxrt.layers import is_training_mode, layer_name
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D
-from bncheck.core.moments import Moments
+from bncheck.core.model import PopulationStats
 from bncheck.core.naming import unique_name
+from bncheck.core.numerics import DEFAULT_EPS
 from bncheck.core.options import RewriteMode
 from bncheck.errors import BncheckError
 
-Stats = Mapping[str, Moments]
 _FOLDABLE = ("Conv", "ConvTranspose", "Gemm")
 
 
-def apply_pass(model: onnx.ModelProto, mode: RewriteMode, ranks: Mapping[str, int],
-               stats: Stats | None) -> tuple[onnx.ModelProto, list[str]]:
-    """Apply ``mode`` to a copy of ``model``; ``ranks`` maps BN input tensors to their rank."""
+def apply_pass(model: onnx.ModelProto, mode: RewriteMode,
+               shapes: Mapping[str, tuple[int | None, ...]],
+               stats: PopulationStats | None) -> tuple[onnx.ModelProto, list[str]]:
+    """Apply ``mode`` to a copy of ``model``; ``shapes`` maps BN input tensors to their shapes
+    (None for dimensions not known)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     editor = _Editor(out)
@@ -32,7 +34,8 @@ def apply_pass(model: onnx.ModelProto, mode: RewriteMode, ranks: Mapping[str, in
         if node.op_type != "BatchNormalization":
             continue
         name = layer_name(node, index)
-        rank = ranks.get(node.input[0])
+        shape = shapes.get(node.input[0])
+        rank = None if shape is None else len(shape)
         if is_training_mode(node):
             # Its extra outputs (updated running stats) may be graph outputs: leave it whole.
             notes.append(f"{name}: normalizes with batch statistics already (training_mode=1); "
@@ -43,7 +46,7 @@ def apply_pass(model: onnx.ModelProto, mode: RewriteMode, ranks: Mapping[str, in
         elif mode is RewriteMode.FOLD:
             notes.append(editor.fold(node, index, name, rank))
         else:
-            notes.extend(editor.normalize_with_data(node, index, name, mode, rank))
+            notes.extend(editor.normalize_with_data(node, index, name, mode, shape))
     editor.finish()
     return out, notes
 
@@ -86,7 +89,7 @@ class _Editor:
         return np.dtype(np.float32) if v is None else v.dtype
 
     # -- passes --------------------------------------------------------------------------------
-    def recalibrate(self, node: onnx.NodeProto, name: str, stats: Stats | None) -> list[str]:
+    def recalibrate(self, node: onnx.NodeProto, name: str, stats: PopulationStats | None) -> list[str]:
         if stats is None or name not in stats:
             return [f"{name}: no sample statistics reached this layer; kept its running stats"]
         # ONNX's own training-mode running_var is the biased variance.
@@ -101,19 +104,22 @@ class _Editor:
         return [f"{name}: running stats re-estimated (max |mean shift| {shift:.3g})"]
 
     def normalize_with_data(self, node: onnx.NodeProto, index: int, name: str, mode: RewriteMode,
-                            rank: int | None) -> list[str]:
-        if rank is None:
+                            shape: tuple[int | None, ...] | None) -> list[str]:
+        if shape is None:
             raise BncheckError(f"layer {name}: the rank of its input is unknown; run with --data")
+        rank = len(shape)
         if rank < 2:
             raise BncheckError(f"layer {name}: BatchNormalization input of rank {rank}")
-        if rank == 2 and mode is not RewriteMode.REFERENCE:
+        # One value per channel per sample ((N, C), or known 1x1 maps): no per-sample statistics.
+        no_spatial = rank == 2 or all(d == 1 for d in shape[2:])
+        if no_spatial and mode is not RewriteMode.REFERENCE:
             return [f"{name}: {KEPT_2D}"]
         # SPATIAL_REFERENCE is the batch-stats graph: ONNX has no layer classes around the BN
         # that a rewrite could lose, so there is nothing more independent to check against.
         per_sample = mode is RewriteMode.INSTANCE_NORM
         axes = list(range(2, rank)) if per_sample else [0, *range(2, rank)]
         gamma, beta, _, _ = self._params(node, name)
-        eps = float(attr(node, "epsilon", 1e-5) or 0.0)
+        eps = float(attr(node, "epsilon", DEFAULT_EPS) or 0.0)
         dt = self._dtype(node)
         bshape = (-1,) + (1,) * (rank - 2)
         x, y = node.input[0], node.output[0]
@@ -156,7 +162,7 @@ class _Editor:
 
     def fold(self, node: onnx.NodeProto, index: int, name: str, rank: int | None) -> str:
         gamma, beta, mean, var = self._params(node, name)
-        eps = float(attr(node, "epsilon", 1e-5) or 0.0)
+        eps = float(attr(node, "epsilon", DEFAULT_EPS) or 0.0)
         scale, shift = bn_scale_shift(name, gamma, beta, mean, var, eps)
         prev = self._foldable_producer(node)
         if prev is not None and self._fold_into(prev, node, index, scale, shift):

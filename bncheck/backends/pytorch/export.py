@@ -49,8 +49,6 @@ def _output_count(module: nn.Module, example: Sequence[torch.Tensor]) -> int:
         return 1
     if isinstance(out, (tuple, list)):
         return len(out)
-    if isinstance(out, dict):
-        return len(out)
     return 1
 
 

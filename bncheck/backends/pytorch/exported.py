@@ -8,6 +8,7 @@ from torch import fx, nn
 
 from bncheck.backends.pytorch.modules import ExportedBatchNorm
 from bncheck.core.naming import unique_name
+from bncheck.core.numerics import DEFAULT_EPS
 
 _BN_OPS = {
     torch.ops.aten.batch_norm.default,
@@ -106,7 +107,7 @@ def _group_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object]:
 
 def _layer_norm(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, object]:
     x, shape, w, b = node.args[:4]
-    eps = _num(node.args[4]) if len(node.args) > 4 else 1e-5
+    eps = _num(node.args[4]) if len(node.args) > 4 else DEFAULT_EPS
     assert isinstance(shape, (list, tuple))
     m = nn.LayerNorm([int(_num(d)) for d in shape], eps, elementwise_affine=w is not None)
     _fill(m, weight=_attr(gm, w), bias=_attr(gm, b))

@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from bncheck.core.layers import Family, NormLayer
+from bncheck.core.layers import Family, MomentumNote, NormLayer
+from bncheck.core.numerics import DEFAULT_EPS
 
 _FAMILY_BY_NAME = {
     "BatchNorm1d": Family.BATCH, "BatchNorm2d": Family.BATCH, "BatchNorm3d": Family.BATCH,
@@ -75,17 +76,17 @@ def describe_module(name: str, module: nn.Module, family: Family) -> NormLayer:
         tracks = bool(getattr(module, "track_running_stats", frozen)) and rm is not None
         momentum = getattr(module, "momentum", None)
         if frozen:
-            note = "frozen"
+            note = MomentumNote.FROZEN
         elif momentum is None:
-            note = "cumulative"
+            note = MomentumNote.CUMULATIVE
         else:
-            note = "torch"
+            note = MomentumNote.TORCH
         channels = getattr(module, "num_features", None)
         if channels is None and rm is not None:
             channels = rm.size
         return NormLayer(
             name=name, kind=kind, family=family, channels=int(channels) if channels else None,
-            eps=eps if eps is not None else 1e-5, momentum=None if momentum is None
+            eps=eps if eps is not None else DEFAULT_EPS, momentum=None if momentum is None
             else float(momentum), momentum_note=note,
             affine=bool(getattr(module, "affine", weight is not None)),
             tracks_running_stats=tracks, running_mean=rm, running_var=rv,
@@ -97,7 +98,7 @@ def describe_module(name: str, module: nn.Module, family: Family) -> NormLayer:
         channels = weight.size
     return NormLayer(
         name=name, kind=kind, family=family, channels=int(channels) if channels else None,
-        eps=eps, momentum=None, momentum_note="none", affine=weight is not None,
+        eps=eps, momentum=None, momentum_note=MomentumNote.NONE, affine=weight is not None,
         tracks_running_stats=False, weight=weight, bias=bias,
     )
 
@@ -126,7 +127,7 @@ def discover_state_dict(sd: Mapping[str, torch.Tensor]) -> list[NormLayer]:
         out.append(NormLayer(
             name=p.rstrip(".") or "(root)", kind="BatchNorm", family=Family.BATCH,
             channels=None if rm is None else rm.size, eps=None, momentum=None,
-            momentum_note="unknown", affine=weight is not None, tracks_running_stats=True,
+            momentum_note=MomentumNote.UNKNOWN, affine=weight is not None, tracks_running_stats=True,
             running_mean=rm, running_var=rv,
             num_batches_tracked=_nbt(sd.get(f"{p}num_batches_tracked")),
             weight=weight, bias=bias,

@@ -8,6 +8,7 @@ import os
 import pickle
 import sys
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bncheck.backends.detect import ModelFormat
+from bncheck.backends.pytorch.scan import check_zip_checkpoint, first_pickle_parses
+from bncheck.core.formats import ModelFormat
 from bncheck.errors import BncheckError
 
 # Keys under which training scripts nest the weights, most specific first.
@@ -122,16 +124,19 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _torch_load(path: Path, allow_pickle: bool) -> Any:
+    # Zip checkpoints are checked first (a dry run of their pickle, storage sizes against the
+    # file), then memory-mapped: big checkpoints cost no copy. Legacy ones cannot be mapped.
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip:
+        damage = check_zip_checkpoint(path)
+        if damage:
+            raise BncheckError(f"{path} is damaged: {damage}; save or copy it again")
     try:
-        try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e) and "zipfile" not in str(e):
-                raise
-            # Legacy (non-zip) checkpoints cannot be memory-mapped.
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
+        # A sound pickle (the dry run parses it) refused by the weights-only loader holds
+        # Python objects beyond tensors.
+        if not is_zip and not first_pickle_parses(path):
             raise _damaged(path, e) from e
         if not allow_pickle:
             raise BncheckError(

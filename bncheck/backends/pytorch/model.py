@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from bncheck.backends.base import InputSpec, Model, PassResult, PopulationStats, TapFn
-from bncheck.backends.detect import ModelFormat
 from bncheck.backends.pytorch.export import save_pt2, to_onnx_proto
 from bncheck.backends.pytorch.layers import discover_module, discover_state_dict
 from bncheck.backends.pytorch.load import Checkpoint, build_arch, load_file
 from bncheck.backends.pytorch.passes import apply_pass
+from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
+from bncheck.core.model import (
+    InputSpec,
+    LayerShapes,
+    Model,
+    PassResult,
+    PopulationStats,
+    TapFn,
+)
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
 
@@ -52,16 +59,14 @@ class TorchModel:
 
     def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
                  checkpoint: Checkpoint | None, device: torch.device, *,
-                 input_shapes: Sequence[tuple[int, ...]] = (), batch_limit: int | None = None,
-                 spatial: Mapping[str, int] | None = None) -> None:
+                 input_shapes: Sequence[tuple[int, ...]] = (),
+                 batch_limit: int | None = None) -> None:
         self.path = path
         self.format = fmt
         # Train/eval flags are the caller's: a reference model keeps its norm layers in train mode.
         self.module = None if module is None else module.to(device)
         self.checkpoint = checkpoint
         self.device = device
-        # Values per channel per sample of each layer's input, as seen by the runs so far.
-        self._spatial: dict[str, int] = dict(spatial or {})
         self._input_shapes = list(input_shapes)
         self.batch_limit = batch_limit
 
@@ -119,7 +124,10 @@ class TorchModel:
         try:
             with torch.no_grad():
                 out = self.module(*self._tensors(batch))
-        except (RuntimeError, AssertionError, ValueError) as e:
+        except _TapFailure:
+            raise  # bncheck's own bug: a traceback, not the user's problem
+        except (RuntimeError, AssertionError, ValueError, TypeError, IndexError) as e:
+            # What a model raises when it cannot take this input (shapes, dtypes, its asserts).
             shapes = ", ".join(str(tuple(a.shape)) for a in batch)
             raise BncheckError(f"{self.path}: the model rejected input of shape {shapes}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
@@ -130,20 +138,24 @@ class TorchModel:
 
     def _hook(self, name: str, on_tap: TapFn | None):  # type: ignore[no-untyped-def]
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0]
-            self._spatial[name] = math.prod(x.shape[2:])
-            if on_tap is not None:
-                on_tap(name, x.detach().float().cpu().numpy())
+            if on_tap is None:
+                return
+            try:
+                on_tap(name, args[0].detach().float().cpu().numpy())
+            except Exception as e:  # anything failing here is bncheck's fault, not the model's
+                raise _TapFailure(f"tap on {name} failed") from e
 
         return hook
 
-    def apply(self, mode: RewriteMode, stats: PopulationStats | None = None) -> PassResult:
+    def apply(self, mode: RewriteMode, stats: PopulationStats | None = None,
+              shapes: LayerShapes | None = None) -> PassResult:
         """Apply one pass to a copy of the module."""
         assert self.module is not None
-        module, notes = apply_pass(self.module, mode, stats, self._spatial)
+        spatial = {name: math.prod(s[1:]) for name, s in (shapes or {}).items()}
+        module, notes = apply_pass(self.module, mode, stats, spatial)
         return PassResult(TorchModel(self.path, self.format, module, self.checkpoint, self.device,
-                                     input_shapes=self._input_shapes, batch_limit=self.batch_limit,
-                                     spatial=self._spatial), notes)
+                                     input_shapes=self._input_shapes, batch_limit=self.batch_limit),
+                          notes)
 
     def dropout_layers(self) -> list[str]:
         """Dropout modules with a non-zero rate."""
@@ -189,6 +201,10 @@ class TorchModel:
                       str(path))
         else:
             torch.save(self.checkpoint.rebuilt(state), str(path))
+
+
+class _TapFailure(Exception):
+    """A statistics tap failed inside the forward pass: a bncheck bug, never a user error."""
 
 
 def _input_names(n: int) -> list[str]:

@@ -16,11 +16,10 @@ from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
 from bncheck.backends.pytorch.swap import Replacements
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D, Family
-from bncheck.core.moments import Moments
+from bncheck.core.model import PopulationStats
 from bncheck.core.naming import unique_name
+from bncheck.core.numerics import DEFAULT_EPS
 from bncheck.core.options import RewriteMode
-
-Stats = Mapping[str, Moments]
 
 _FOLD_MODULES: dict[type[nn.Module], FoldTarget] = {
     nn.Conv1d: FoldTarget.CONV, nn.Conv2d: FoldTarget.CONV, nn.Conv3d: FoldTarget.CONV,
@@ -51,7 +50,7 @@ def stat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def apply_pass(model: nn.Module, mode: RewriteMode, stats: Stats | None,
+def apply_pass(model: nn.Module, mode: RewriteMode, stats: PopulationStats | None,
                spatial: Mapping[str, int]) -> tuple[nn.Module, list[str]]:
     """Apply ``mode`` to a deep copy of ``model``.
 
@@ -109,7 +108,7 @@ def _required(m: nn.Module, name: str) -> torch.Tensor:
 
 
 def _eps(m: nn.Module) -> float:
-    return float(getattr(m, "eps", 1e-5))
+    return float(getattr(m, "eps", DEFAULT_EPS))
 
 
 def _stat_norm(m: nn.Module, per_sample: bool, keep_no_spatial: bool) -> StatNorm:
@@ -119,7 +118,7 @@ def _stat_norm(m: nn.Module, per_sample: bool, keep_no_spatial: bool) -> StatNor
                     rm, rv, _eps(m), per_sample, keep_no_spatial)
 
 
-def _recalibrate(model: nn.Module, stats: Stats | None) -> list[str]:
+def _recalibrate(model: nn.Module, stats: PopulationStats | None) -> list[str]:
     notes = []
     for name, m in stat_layers(model):
         if stats is None or name not in stats:

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bncheck.backends.base import Model, load_model
-from bncheck.core.layers import KEPT_2D, Family
+from bncheck.backends.base import load_model
+from bncheck.core.layers import Family, has_per_sample_stats
+from bncheck.core.model import Model
+from bncheck.core.numerics import TINY
 from bncheck.core.options import RewriteMode
-from bncheck.rewrite.pipeline import Stage
+from bncheck.rewriting.matrix import CHECKPOINT_SUFFIXES
+from bncheck.rewriting.pipeline import Stage
 
 FIDELITY_TOL = 1e-4
 FOLD_TOL = 1e-4
@@ -37,27 +40,25 @@ class Check:
         """Within tolerance (NaN never passes)."""
         return bool(self.measured <= self.tolerance)
 
-    def to_json(self) -> dict[str, object]:
-        """JSON-ready dict."""
-        return {"name": self.name, "measured": self.measured, "tolerance": self.tolerance,
-                "passed": self.passed}
-
 
 def rel_error(got: np.ndarray, want: np.ndarray) -> float:
     """max |got - want| / max |want|: scale-free, and any NaN makes it NaN."""
     scale = float(np.max(np.abs(want))) if want.size else 0.0
-    return float(np.max(np.abs(got.astype(np.float64) - want))) / max(scale, 1e-12)
+    return float(np.max(np.abs(got.astype(np.float64) - want))) / max(scale, TINY)
 
 
 def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
-           allow_pickle: bool, keep_dropout: bool = False) -> list[Check]:
+           arch: str | None = None, keep_dropout: bool = False) -> list[Check]:
     """Reload ``path`` with its own runtime and check every promise of the applied modes.
 
     With ``keep_dropout`` the file's outputs are random; it is checked with its Dropout switched
     off (the same graph otherwise), and its dropout is checked to be active.
     """
     final = stages[-1].after
-    written = load_model(path, allow_pickle=allow_pickle)
+    # bncheck wrote this file itself a moment ago: loading its pickle runs no foreign code. A
+    # state_dict is rebuilt with the architecture it came with.
+    checkpoint = path.suffix.lower() in (*CHECKPOINT_SUFFIXES, ".safetensors")
+    written = load_model(path, allow_pickle=True, arch=arch if checkpoint else None)
     checks: list[Check] = []
     if keep_dropout:
         written, active = _dropout_switched_off(written, example)
@@ -65,6 +66,10 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
                             "1 = identical)", 0.0 if active else 1.0, 0.0))
     runnable = _runnable(written, example)
     rounding = _rounding(final, example)
+    if runnable is None:
+        # Only the statistics of a bare state_dict written without --arch can be checked.
+        checks.append(Check(f"{path.suffix} file runs (a state_dict needs --arch to be run and "
+                            "checked)", float("inf"), 0.0))
 
     def tol(base: float) -> float:
         return max(base, rounding)
@@ -86,16 +91,16 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
         elif stage.mode is RewriteMode.INSTANCE_NORM and runnable is not None and not later:
             checks.append(Check("output of a sample alone equals it inside a batch",
                                 _alone_vs_batch(runnable, example), tol(INSTANCE_TOL)))
-            trained = stage.before.apply(RewriteMode.SPATIAL_REFERENCE).model
+            trained = stage.before.apply(RewriteMode.SPATIAL_REFERENCE, shapes=stage.shapes).model
             checks.append(Check("equals the network as trained, run one sample at a time",
                                 rel_error(runnable.run(example), _one_at_a_time(trained, example)),
                                 tol(FIDELITY_TOL)))
         elif stage.mode is RewriteMode.BATCH_STATS and runnable is not None and not later:
             # The original network with its own norm layers in train mode, at the same batch: a
             # rewrite that lost part of a layer (an activation after the BN) cannot match it.
-            kept = any(KEPT_2D in note for note in stage.notes)
+            kept = any(not has_per_sample_stats(s) for s in stage.shapes.values())
             trained = stage.before.apply(RewriteMode.SPATIAL_REFERENCE if kept
-                                         else RewriteMode.REFERENCE).model
+                                         else RewriteMode.REFERENCE, shapes=stage.shapes).model
             checks.append(Check("equals the network as trained, at the same batch",
                                 rel_error(runnable.run(example), trained.run(example)),
                                 tol(FIDELITY_TOL)))

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.backends.base import Model
-from bncheck.core.compare import needs_stats
 from bncheck.core.data import SampleSource, batches
+from bncheck.core.model import LayerShapes, Model
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
 from bncheck.core.progress import NoProgress, Progress
@@ -17,14 +16,16 @@ from bncheck.core.reference import plan_reference
 from bncheck.core.taps import TapCollector
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stage:
-    """One applied mode: the model before and after, and what the pass said."""
+    """One applied mode: the model before and after, what the pass said, and the per-sample
+    input shape of each layer of ``before`` (so checks can rebuild the network as trained)."""
 
     mode: RewriteMode
     before: Model
     after: Model
     notes: list[str]
+    shapes: LayerShapes
     stats: dict[str, Moments] | None = None
 
 
@@ -40,13 +41,14 @@ def population_stats(model: Model, src: SampleSource, batch_size: int,
     training batch size) is chunked, so it cannot change the result.
     """
     progress = progress or NoProgress()
-    layers = {layer.name: layer for layer in model.layers() if needs_stats(layer)}
+    layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
     eval_taps = TapCollector()
     _tapped_pass(model, src, batch_size, np.arange(len(src)), list(layers), eval_taps, progress,
                  "eval")
     plan = plan_reference(eval_taps, layers, len(src), train_batch_size)
     taps = TapCollector()
-    _tapped_pass(model.apply(RewriteMode.REFERENCE).model, src, plan.batch, plan.used,
+    _tapped_pass(model.apply(RewriteMode.REFERENCE, shapes=eval_taps.shapes).model, src,
+                 plan.batch, plan.used,
                  list(layers), taps, progress, "recalibrate")
     notes = [f"statistics gathered on batch statistics at batch size {plan.batch} over "
              f"{plan.used.size} shuffled samples (training batch size {plan.train.value}, "
@@ -70,14 +72,18 @@ def apply_modes(model: Model, modes: Sequence[RewriteMode], src: SampleSource | 
     stages: list[Stage] = []
     current = model
     for mode in modes:
-        # A tapped run teaches the backend each layer's input rank (needed for (N, C) layers).
-        current.run(example, [layer.name for layer in current.layers() if needs_stats(layer)])
+        # Each layer's input shape decides how it is rewritten ((N, C) and 1x1 maps have no
+        # per-sample statistics), so one tapped run on the example measures them.
+        probe = TapCollector()
+        current.run(example, [layer.name for layer in current.layers() if layer.needs_stats],
+                    probe)
         stats = None
         notes: list[str] = []
         if mode is RewriteMode.RECALIBRATE:
             assert src is not None
             stats, notes = population_stats(current, src, batch_size, train_batch_size, progress)
-        result = current.apply(mode, stats)
-        stages.append(Stage(mode, current, result.model, notes + result.notes, stats))
+        result = current.apply(mode, stats, probe.shapes)
+        stages.append(Stage(mode, current, result.model, notes + result.notes, probe.shapes,
+                            stats))
         current = result.model
     return stages

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bncheck.backends.detect import ModelFormat
+from bncheck.core.formats import ModelFormat
 from bncheck.core.options import USER_MODES, RewriteMode
 from bncheck.errors import BncheckError
 

@@ -19,8 +19,9 @@ def render_rewrite(r: RewriteReport, console: Console) -> None:
     console.print(f"verification on {r.verified_on}:")
     for c in r.checks:
         mark = Text("ok  ", style="green") if c.passed else Text("FAIL", style="bold red")
+        # One line per check, however long: a check is read (and grepped) as a unit.
         console.print(Text.assemble("  ", mark, f" {c.name}: {fmt_num(c.measured)} "
-                                    f"(tolerance {fmt_num(c.tolerance)})"))
+                                    f"(tolerance {fmt_num(c.tolerance)})"), soft_wrap=True)
     if r.ok:
         console.print(Text(f"wrote {r.output}", style="bold green"))
     else:

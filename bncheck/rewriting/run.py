@@ -106,8 +106,9 @@ def metric_check(original: Model, rewritten: Model, src: SampleSource, truth: Tr
     loss = (before - after) if truth.higher_is_better else (after - before)
     waived = " (--force-worse: not enforced)" if force_worse else ""
     name = (f"{truth.kind.value} no worse than the original: {truth.fmt(after)} against "
-            f"{truth.fmt(before)}{waived}")
-    return Check(name, loss if np.isfinite(loss) else float("inf"),
+            f"{truth.fmt(before)}, a loss of{waived}")
+    # Measured is the loss; a gain counts as no loss.
+    return Check(name, max(loss, 0.0) if np.isfinite(loss) else float("inf"),
                  float("inf") if force_worse else 0.0)
 
 

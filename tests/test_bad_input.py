@@ -128,3 +128,22 @@ def test_cuda_without_a_gpu_is_a_usage_error(fmt: str) -> None:
     r = cli("compare", model_path("digits", fmt), "--allow-pickle", "--data", "fixtures/data/digits_x.npy",
             "--device", "cuda")
     _one_line_error(r, "--device cuda")
+
+
+def test_a_write_that_fails_midway_leaves_nothing(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from bncheck.backends.onnxrt.model import OnnxModel
+
+    def full_disk(self, path, example, keep_dropout=False):  # type: ignore[no-untyped-def]
+        path.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(OnnxModel, "save", full_disk)
+    out = tmp_path / "x.onnx"
+    r = cli("rewrite", model_path("digits", "onnx"), "--mode", "fold", "-o", out, "--data",
+            model_path("digits", "onnx").parent.parent / "data" / "digits_x.npy")
+    _one_line_error(r, "x.onnx")
+    assert "No space left" in r.err
+    assert list(tmp_path.iterdir()) == []

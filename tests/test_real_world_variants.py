@@ -196,3 +196,46 @@ def test_norm_subclasses_keep_their_behaviour(tmp_path: Path, mode: str,
         want = torch.cat([ref(torch.from_numpy(x[i:i + 1])) for i in range(16)]) \
             if mode == "instance-norm" else ref(torch.from_numpy(x))
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def _fixed_batch_model(tmp_path: Path, flatten_with_constant: bool = False) -> Path:
+    m = onnx.load(model_path("digits", "onnx"))
+    for vi in list(m.graph.input) + list(m.graph.output):
+        d = vi.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = 1
+    if flatten_with_constant:
+        # What an export without dynamic axes often does: a Reshape to the constant [1, 256].
+        flat = next(n for n in m.graph.node if n.op_type == "Flatten")
+        shape = numpy_helper.from_array(np.array([1, 256], np.int64), "fixed_shape")
+        m.graph.initializer.append(shape)
+        flat.op_type = "Reshape"
+        flat.input.append("fixed_shape")
+        del flat.attribute[:]
+    path = tmp_path / "fixed1.onnx"
+    onnx.save(m, path)
+    return path
+
+
+def test_a_fixed_batch_graph_runs_freed(tmp_path: Path) -> None:
+    model = _fixed_batch_model(tmp_path)
+    doc = cli("compare", model, "--data", DATA / "digits_x.npy", "--format", "json").json()
+    assert doc["verdict"] == "ok"
+    assert any("free batch dimension" in n for n in doc["notes"])
+    out = tmp_path / "fold.onnx"
+    r = cli("rewrite", model, "--mode", "fold", "-o", out)  # generated inputs, 4 at a time
+    assert r.code == 0, r.out + r.err
+    assert onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_a_graph_that_only_runs_at_batch_1(tmp_path: Path) -> None:
+    model = _fixed_batch_model(tmp_path, flatten_with_constant=True)
+    r = cli("compare", model, "--data", DATA / "digits_x.npy", "--format", "json")
+    assert r.code in (0, 1), r.err
+    doc = r.json()
+    assert doc["train_batch_size"]["value"] == 32 and doc["noise_floor"]["batch_size"] == 1
+    assert any("only runs at batch size 1" in n for n in doc["notes"])
+    assert any("instance-norm) view" in n for n in doc["notes"])
+    r = cli("rewrite", model, "--mode", "fold", "-o", tmp_path / "f.onnx", "--batch-size", "1",
+            "--data", DATA / "digits_x.npy")
+    assert r.code == 0, r.out + r.err

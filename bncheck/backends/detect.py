@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 from bncheck.core.formats import ModelFormat
+from bncheck.core.paths import exists, shown
 from bncheck.errors import BncheckError
 
 _PICKLE_PROTOCOL_BYTE = 0x80
@@ -15,8 +16,8 @@ _PICKLE_PROTOCOL_BYTE = 0x80
 
 def detect_format(path: Path) -> ModelFormat:
     """Return the format of ``path`` judged by content, or raise a BncheckError saying why not."""
-    if not path.exists():
-        raise BncheckError(f"{path}: no such file")
+    if not exists(path, "model"):
+        raise BncheckError(f"{shown(path)}: no such file")
     if path.is_dir():
         raise BncheckError(f"{path} is a folder; give a model file (.onnx, .pt, .pt2, .safetensors)")
     size = path.stat().st_size

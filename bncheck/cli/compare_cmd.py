@@ -75,7 +75,7 @@ def compare(
         bncheck compare w.pth --arch pkg.models:unet --data x.npz --plot r.png
     """
     from bncheck.api import compare as run_compare
-    from bncheck.cli.common import image_options, ints
+    from bncheck.cli.common import image_options, sample_shape
     from bncheck.core.findings import exit_code
     from bncheck.report.compare_text import render_comparison
     from bncheck.report.console import emit_json, stdout_console
@@ -83,8 +83,8 @@ def compare(
 
     if plot is not None and plot.suffix.lower() != ".png":
         raise BncheckError(f"--plot {plot}: give a .png file name")
-    image = image_options(image_size, mean, std)
-    shape = ints(input_shape, "--input-shape") if input_shape else None
+    image = image_options(image_size, mean, std, batch_size)
+    shape = sample_shape(input_shape, "--input-shape", batch_size)
     with shown_progress(json_output=format is OutputFormat.JSON) as progress:
         result = run_compare(model, data, train_batch_size=train_batch_size,
                              batch_size=batch_size, device=device, limit=limit, labels=labels,

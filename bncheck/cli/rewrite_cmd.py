@@ -87,19 +87,20 @@ def rewrite(
     """
     from bncheck.api import rewrite as run_rewrite
     from bncheck.backends.detect import detect_format
-    from bncheck.cli.common import image_options, ints
+    from bncheck.cli.common import image_options, sample_shape
     from bncheck.report.console import stdout_console
     from bncheck.report.progress import shown_progress
     from bncheck.report.rewrite_text import render_rewrite
     from bncheck.rewriting.atomic import check_destination
     from bncheck.rewriting.matrix import check_output, parse_modes
+    from bncheck.rewriting.run import GENERATED_SAMPLES
 
     # Everything that can be refused is refused before any work starts.
     modes = parse_modes(mode)
     check_destination(output, [p for p in (model, data, labels, targets) if p is not None], force)
     check_output(detect_format(model), modes, output, keep_dropout)
-    shape = ints(input_shape, "--input-shape") if input_shape else None
-    image = image_options(image_size, mean, std)
+    shape = sample_shape(input_shape, "--input-shape", max(batch_size, GENERATED_SAMPLES))
+    image = image_options(image_size, mean, std, batch_size)
     with shown_progress(json_output=False) as progress:
         rewritten = run_rewrite(model, modes, data=data, train_batch_size=train_batch_size,
                                 batch_size=batch_size, device=device, limit=limit,

@@ -45,6 +45,14 @@ def _no_layers_finding(model_is_onnx: bool) -> Finding:
 
 
 def _check_layer(layer: NormLayer) -> list[Finding]:
+    sizes = {k: v.size for k, v in (("weight", layer.weight), ("bias", layer.bias),
+                                     ("running_mean", layer.running_mean),
+                                     ("running_var", layer.running_var)) if v is not None}
+    if len(set(sizes.values())) > 1:
+        # Per-channel checks need one channel count; the layer cannot even run like this.
+        listed = ", ".join(f"{k} {n}" for k, n in sizes.items())
+        return [Finding(layer.name, Severity.ERROR, "param-shapes",
+                        f"its parameters disagree on the number of channels ({listed})")]
     out: list[Finding] = []
     name = layer.name
     out.extend(_nonfinite(layer))

@@ -111,9 +111,9 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                             on_tap=eval_taps)
     order = eval_taps.order
     spatial = {name: eval_taps.acc[name].spatial > 1 for name in order}
-    plan = plan_reference(eval_taps, layers, n, train_batch_size)
+    plan = plan_reference(eval_taps, layers, n, train_batch_size, model.max_batch)
     b, used = plan.batch, plan.used
-    notes = list(plan.notes)
+    notes = [*model.notes, *plan.notes]
 
     shapes = eval_taps.shapes
     ref_model = model.apply(RewriteMode.REFERENCE, shapes=shapes).model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bncheck.core.paths import exists, shown
 from bncheck.errors import BncheckError
 
 # Suffixes of tensors saved with torch.save, read by the torch backend (core never imports it).
@@ -91,7 +93,7 @@ class ImageSource:
                     if self.size is not None and im.size != (self.size[1], self.size[0]):
                         im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as e:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
                 raise BncheckError(f"{f}: cannot read this image ({e})") from e
             arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
             out.append((arr - self.mean) / self.std)
@@ -110,8 +112,8 @@ def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequen
 
     ``read_torch`` reads torch.save'd tensors; the caller passes the torch backend's reader.
     """
-    if not path.exists():
-        raise BncheckError(f"--data {path}: no such file or folder")
+    if not exists(path, "--data"):
+        raise BncheckError(f"--data {shown(path)}: no such file or folder")
     if path.is_dir():
         src: SampleSource = _image_folder(path, input_shapes, image)
     else:
@@ -152,7 +154,7 @@ def _arrays(path: Path, input_names: Sequence[str], read_torch: TensorReader | N
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return _select_npz({k: z[k] for k in z.files}, input_names, path)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise BncheckError(f"--data {path}: cannot read it as {suffix} ({e})") from e
     if suffix in TORCH_SUFFIXES:
         if read_torch is None:
@@ -206,7 +208,7 @@ def _image_size(f: Path) -> tuple[int, int]:
     try:
         with Image.open(f) as im:
             return im.size[1], im.size[0]
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise BncheckError(f"{f}: cannot read this image ({e})") from e
 
 

@@ -50,6 +50,10 @@ class Model(Protocol):
     path: Path
     format: ModelFormat
     backend: str
+    # The largest batch the model runs (a graph with a fixed batch size), or None.
+    max_batch: int | None
+    # What the backend changed or assumed to make the model runnable, one sentence each.
+    notes: tuple[str, ...]
 
     def layers(self) -> list[NormLayer]:
         """Normalization layers in execution (or file) order."""

@@ -40,8 +40,11 @@ class ReferencePlan:
 
 
 def plan_reference(eval_taps: TapCollector, layers: Mapping[str, NormLayer], n: int,
-                   train_batch_size: int | None) -> ReferencePlan:
-    """The plan for ``n`` samples, given an eval pass that tapped every layer in ``layers``."""
+                   train_batch_size: int | None, max_batch: int | None = None) -> ReferencePlan:
+    """The plan for ``n`` samples, given an eval pass that tapped every layer in ``layers``.
+
+    ``max_batch`` is the largest batch the model runs (a graph with a fixed batch size).
+    """
     order = eval_taps.order
     notes: list[str] = []
     if train_batch_size is not None:
@@ -54,6 +57,13 @@ def plan_reference(eval_taps: TapCollector, layers: Mapping[str, NormLayer], n: 
         train = estimate_batch_size([(layers[k], eval_taps.acc[k]) for k in order], n,
                                     min_batch=1 if per_sample else 2)
     b = train.value
+    if max_batch is not None and b > max_batch:
+        notes.append(f"the model runs only at batch size {max_batch}, so the reference does "
+                     f"too, not at the training batch size {b}"
+                     + (": at 1 it is the per-sample (instance-norm) view, and the noise floor "
+                        "and batch-stats figures say nothing about training at larger batches"
+                        if max_batch == 1 else ""))
+        b = max_batch
     if b > max(1, n // 2):
         capped = max(1, n // 2)
         notes.append(f"training batch size {b} is over half the {n} samples; the reference uses "

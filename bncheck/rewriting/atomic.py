@@ -7,21 +7,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bncheck.core.paths import exists
 from bncheck.errors import BncheckError
 
 
 def check_destination(out: Path, inputs: list[Path], force: bool) -> None:
     """Validate ``out`` before any work starts."""
+    there = exists(out, "-o")
     for p in inputs:
-        if p.exists() and out.exists() and out.resolve() == p.resolve():
+        if there and exists(p, "input") and out.resolve() == p.resolve():
             raise BncheckError(f"-o {out} is one of the inputs ({p}); bncheck never writes over "
                                "its inputs")
     if out.is_dir():
         raise BncheckError(f"-o {out} is a folder; give a file name")
-    if out.exists() and not force:
+    if there and not force:
         raise BncheckError(f"{out} already exists; pass --force to replace it")
     if not out.parent.exists():
         raise BncheckError(f"-o {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise BncheckError(f"-o {out}: folder {out.parent} is not writable")
 
 
 class Staged:

@@ -45,7 +45,7 @@ def population_stats(model: Model, src: SampleSource, batch_size: int,
     eval_taps = TapCollector()
     _tapped_pass(model, src, batch_size, np.arange(len(src)), list(layers), eval_taps, progress,
                  "eval")
-    plan = plan_reference(eval_taps, layers, len(src), train_batch_size)
+    plan = plan_reference(eval_taps, layers, len(src), train_batch_size, model.max_batch)
     taps = TapCollector()
     _tapped_pass(model.apply(RewriteMode.REFERENCE, shapes=eval_taps.shapes).model, src,
                  plan.batch, plan.used,

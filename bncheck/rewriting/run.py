@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,9 @@ def prepare(model: Model, modes: list[RewriteMode], *, src: SampleSource | None,
         verified_on = f"{GENERATED_SAMPLES} generated inputs of shape {example[0].shape[1:]}"
     runnable = model.runnable(example)
     stages = apply_modes(runnable, modes, src, example, batch_size, train_batch_size, progress)
+    if runnable.notes:
+        first = stages[0]
+        stages[0] = replace(first, notes=[*runnable.notes, *first.notes])
     return Prepared(str(model.path), tuple(stages), example, src, verified_on, truth, batch_size,
                     arch)
 
@@ -84,9 +87,17 @@ def write(p: Prepared, out: Path, *, force: bool, keep_dropout: bool,
         raise BncheckError(f"--keep-dropout: {p.source} has no Dropout layer to keep")
     written = False
     with staged_output(out) as staged:
-        p.stages[-1].after.save(staged.path, p.example, keep_dropout)
-        checks = verify(staged.path, list(p.stages), p.example, arch=p.arch,
-                        keep_dropout=keep_dropout)
+        try:
+            p.stages[-1].after.save(staged.path, p.example, keep_dropout)
+        except OSError as e:  # a read-only folder, a full disk: nothing is left behind
+            raise BncheckError(f"-o {out}: cannot write it ({e.strerror or e}); check the "
+                               "folder's permissions and free space") from e
+        try:
+            checks = verify(staged.path, list(p.stages), p.example, arch=p.arch,
+                            keep_dropout=keep_dropout)
+        except BncheckError as e:
+            # The staged file is gone when the user reads this: name the one they asked for.
+            raise BncheckError(str(e).replace(str(staged.path), str(out))) from e
         if p.truth is not None and p.src is not None:
             checks.append(metric_check(p.stages[0].before, p.stages[-1].after, p.src, p.truth,
                                        p.batch_size, force_worse))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from bncheck.errors import BncheckError
 
@@ -20,15 +20,42 @@ MIN_REWRITE_OPSET = 9
 def load_proto(path: Path) -> onnx.ModelProto:
     """Parse and sanity-check an ONNX file, turning parser failures into one-line errors."""
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, ValueError, OSError... for bad files
         raise BncheckError(
             f"{path} is not a readable ONNX model ({type(e).__name__}); the file is truncated "
             "or not ONNX: export it again"
         ) from e
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        _load_external(model, path)
     if not model.graph.node:
         raise BncheckError(f"{path} parses as ONNX but holds no graph nodes; export it again")
     return model
+
+
+def _load_external(model: onnx.ModelProto, path: Path) -> None:
+    """External tensor data, read only from inside the model's own folder."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    folder = path.resolve().parent
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not target.is_relative_to(folder):
+            raise BncheckError(f"{path}: tensor {t.name} keeps its data at {location!r}, outside "
+                               "the model's folder; bncheck reads external data only from beside "
+                               "the model")
+        if not target.is_file():
+            raise BncheckError(f"{path}: tensor {t.name} keeps its data in {location!r}, which is "
+                               "missing; copy it next to the model")
+    try:
+        load_external_data_for_model(model, str(folder))
+    except Exception as e:  # short or unreadable data files
+        raise BncheckError(
+            f"{path}: its external tensor data cannot be read ({type(e).__name__}); copy the "
+            "data files next to the model again") from e
 
 
 def opset(model: onnx.ModelProto) -> int:
@@ -70,7 +97,7 @@ class Constants:
         while seen < 64:  # an Identity chain longer than this is a cycle, not a model
             seen += 1
             if name in self._init:
-                return numpy_helper.to_array(self._init[name])
+                return tensor_array(self._init[name])
             node = self._producer.get(name)
             if node is None:
                 return None
@@ -83,10 +110,34 @@ class Constants:
         return None
 
 
+# Element types a parameter may have: real numbers.
+_NUMERIC = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.INT16,
+            onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+            onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+
+
+def tensor_array(t: onnx.TensorProto) -> np.ndarray:
+    """The values of a stored tensor, after checking its type and that it holds what its
+    dims declare (a tensor claiming 2^40 elements is refused, not allocated)."""
+    kind = onnx.TensorProto.DataType.Name(t.data_type) if t.data_type in \
+        onnx.TensorProto.DataType.values() else str(t.data_type)
+    if t.data_type not in _NUMERIC:
+        raise BncheckError(f"tensor {t.name!r} holds {kind} values, not numbers")
+    count = int(np.prod(list(t.dims), dtype=np.float64)) if len(t.dims) else 1
+    if t.HasField("raw_data"):
+        have = len(t.raw_data) // np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    else:
+        have = len(getattr(t, helper.tensor_dtype_to_field(t.data_type)))
+    if have != count:
+        raise BncheckError(f"tensor {t.name!r} declares {count} values but holds {have}")
+    return numpy_helper.to_array(t)
+
+
 def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
     for a in node.attribute:
         if a.name == "value":
-            return numpy_helper.to_array(a.t)
+            return tensor_array(a.t)
         if a.name == "value_float":
             return np.array(a.f, dtype=np.float32)
         if a.name == "value_floats":

@@ -10,6 +10,7 @@ import onnx
 from bncheck.backends.onnxrt.graph import Constants, attr
 from bncheck.core.layers import Family, MomentumNote, NormLayer, momentum_from_onnx
 from bncheck.core.numerics import DEFAULT_EPS
+from bncheck.errors import BncheckError
 
 NORM_OPS = {
     "BatchNormalization": Family.BATCH,
@@ -48,6 +49,18 @@ def is_training_mode(node: onnx.NodeProto) -> bool:
     return node.op_type == "BatchNormalization" and bool(attr(node, "training_mode", 0))
 
 
+def nested_norms(model: onnx.ModelProto) -> int:
+    """Normalization nodes inside If/Loop/Scan subgraphs (not analysed or rewritten)."""
+    def count(graph: onnx.GraphProto, top: bool) -> int:
+        n = 0 if top else sum(1 for node in graph.node if node.op_type in NORM_OPS)
+        for node in graph.node:
+            for a in node.attribute:
+                subgraphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+                n += sum(count(g, False) for g in subgraphs)
+        return n
+    return count(model.graph, True)
+
+
 def discover(model: onnx.ModelProto) -> tuple[list[NormLayer], list[OnnxLayerRef]]:
     """Every normalization node in graph order, with parameters resolved to arrays."""
     consts = Constants(model.graph)
@@ -70,12 +83,22 @@ def _arr(consts: Constants, node: onnx.NodeProto, i: int) -> np.ndarray | None:
     return None if v is None else np.asarray(v, dtype=np.float64).reshape(-1)
 
 
+def _same_length(name: str, **params: np.ndarray | None) -> None:
+    """Per-channel parameters of one layer must agree on the channel count."""
+    sizes = {k: v.size for k, v in params.items() if v is not None}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{k} {n}" for k, n in sizes.items())
+        raise BncheckError(f"layer {name}: its parameters disagree on the number of channels "
+                           f"({listed}); the graph is malformed, export it again")
+
+
 def _describe(node: onnx.NodeProto, name: str, family: Family, consts: Constants) -> NormLayer:
     eps = float(attr(node, "epsilon", DEFAULT_EPS) or 0.0)
     weight, bias = _arr(consts, node, 1), _arr(consts, node, 2)
     if family is Family.BATCH:
         m = float(attr(node, "momentum", 0.9) or 0.0)
         rm, rv = _arr(consts, node, 3), _arr(consts, node, 4)
+        _same_length(name, scale=weight, bias=bias, running_mean=rm, running_var=rv)
         training = is_training_mode(node)
         return NormLayer(
             name=name, kind=node.op_type, family=family,

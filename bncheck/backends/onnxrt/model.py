@@ -15,7 +15,7 @@ from bncheck.backends.onnxrt.dropout import (
     has_active_dropout,
 )
 from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_shapes
-from bncheck.backends.onnxrt.layers import discover, is_training_mode
+from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_norms
 from bncheck.backends.onnxrt.passes import apply_pass
 from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
@@ -38,16 +38,25 @@ class OnnxModel:
     backend = "onnx"
 
     def __init__(self, proto: onnx.ModelProto, path: Path, device: Device = Device.CPU,
-                 fmt: ModelFormat = ModelFormat.ONNX) -> None:
+                 fmt: ModelFormat = ModelFormat.ONNX, notes: tuple[str, ...] = ()) -> None:
         self.proto = proto
         self.path = path
         self.format = fmt
         self.device = device
-        self._layers, self._refs = discover(proto)
+        try:
+            self._layers, self._refs = discover(proto)
+        except BncheckError as e:
+            raise BncheckError(f"{path}: {e}") from e
         inits = {t.name for t in proto.graph.initializer}
         # Older exports list initializers among the inputs too; those are not fed.
         self._inputs = [vi for vi in proto.graph.input if vi.name not in inits]
         self._sessions: dict[tuple[str, ...], object] = {}
+        self.notes = notes
+        # A batch dimension the graph fixes: runs are split into batches of this size.
+        fixed = [d.dim_value for vi in self._inputs[:1]
+                 for d in vi.type.tensor_type.shape.dim[:1] if d.dim_value > 0]
+        self.max_batch: int | None = fixed[0] if fixed else None
+        self._batch_checked = False
         # The model's outputs: not the updated running stats a training-mode BN also returns.
         stats_out = {o for n in proto.graph.node if is_training_mode(n) for o in n.output[1:]}
         self._outputs = [o.name for o in proto.graph.output if o.name not in stats_out]
@@ -72,8 +81,27 @@ class OnnxModel:
         return list(self._layers)
 
     def runnable(self, example: Sequence[np.ndarray] | None) -> OnnxModel:
-        """ONNX graphs always run."""
-        return self
+        """Self; or, for a graph that fixes its batch size (an export without dynamic axes), a
+        copy with a free batch dimension when the graph runs that way."""
+        if self.max_batch is None or example is None or self._batch_checked:
+            return self
+        relaxed = onnx.ModelProto()
+        relaxed.CopyFrom(self.proto)
+        _dynamic_batch(relaxed)
+        free = OnnxModel(relaxed, self.path, self.device, self.format, (
+            *self.notes, f"the graph fixes the batch size at {self.max_batch}; bncheck runs it, "
+            "and writes it, with a free batch dimension, which the graph allows"))
+        try:
+            # Two different batch sizes: a graph that only pretends to be free fails one.
+            free.run([np.concatenate([a[:1]] * 2) for a in example])
+            free.run([np.concatenate([a[:1]] * 3) for a in example])
+        except BncheckError:
+            fixed = OnnxModel(self.proto, self.path, self.device, self.format, (
+                *self.notes, f"the graph only runs at batch size {self.max_batch}: runs are "
+                f"split into batches of {self.max_batch}, and the reference cannot be larger"))
+            fixed._batch_checked = True
+            return fixed
+        return free
 
     def inputs(self) -> list[InputSpec]:
         """Graph inputs that are not initializers."""
@@ -112,6 +140,13 @@ class OnnxModel:
     def run(self, batch: Sequence[np.ndarray], taps: Sequence[str] = (),
             on_tap: TapFn | None = None) -> np.ndarray:
         """Run one batch, passing each tapped layer's input to ``on_tap``."""
+        n = batch[0].shape[0]
+        if self.max_batch is not None and n != self.max_batch and n > 1:
+            # A fixed-batch graph: one chunk at a time (only batch-independent runs are
+            # larger than the model allows; the reference plan caps its batch size).
+            step = self.max_batch
+            return np.concatenate([self.run([a[i:i + step] for a in batch], taps, on_tap)
+                                   for i in range(0, n, step)])
         by_layer = {r.name: r.input for r in self._refs}
         tensors = tuple(dict.fromkeys(by_layer[t] for t in taps))
         sess = self._session(tensors)
@@ -120,7 +155,13 @@ class OnnxModel:
                 a.astype(_NP_TYPES.get(vi.type.tensor_type.elem_type, np.float32), copy=False))
             for vi, a in zip(self._inputs, batch, strict=True)}
         out_names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
-        results = sess.run(None, feed)  # type: ignore[attr-defined]
+        try:
+            results = sess.run(None, feed)  # type: ignore[attr-defined]
+        except Exception as e:  # onnxruntime's own error types: the graph refused these inputs
+            shapes = ", ".join(str(a.shape) for a in batch)
+            first = " ".join(str(e).split())[:300]
+            raise BncheckError(f"{self.path}: onnxruntime cannot run the model on inputs of "
+                               f"shape {shapes}: {first}") from e
         got = dict(zip(out_names, results, strict=True))
         if on_tap is not None:
             for t in taps:
@@ -135,6 +176,10 @@ class OnnxModel:
 
         Each BN input's shape comes from ``shapes`` (a tapped run), else from shape inference.
         """
+        nested = nested_norms(self.proto)
+        if nested and mode is not RewriteMode.RECALIBRATE:
+            raise BncheckError(f"{self.path}: {nested} normalization node(s) sit inside If/Loop "
+                               "subgraphs; bncheck does not rewrite inside control flow")
         base = ensure_opset(self.proto)
         inputs = {r.name: r.input for r in self._refs}
         known = {inputs[n]: (None, *s) for n, s in (shapes or {}).items() if n in inputs}
@@ -142,7 +187,7 @@ class OnnxModel:
         if opset(base) != opset(self.proto):
             notes.append(f"opset {opset(self.proto)} converted to {opset(base)}: older "
                          "BatchNormalization semantics differ")
-        new = OnnxModel(proto, self.path, self.device, self.format)
+        new = OnnxModel(proto, self.path, self.device, self.format, self.notes)
         # Replaced layers still read the same input tensor; keep tapping them by name.
         tensors = {i for n in proto.graph.node for i in n.input}
         names = {r.name for r in new._refs}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -57,11 +58,21 @@ def class_name(module: nn.Module) -> str:
 def _np(t: object) -> np.ndarray | None:
     if not isinstance(t, torch.Tensor) or t.is_meta or t.numel() == 0:
         return None
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.layout != torch.strided:
+        t = t.to_dense()  # per-channel vectors: small
+    if t.is_complex():
+        return None  # no statistics bncheck can read; the layer reports no running stats
     return t.detach().to("cpu", torch.float64).numpy().reshape(-1)
 
 
 def _nbt(t: object) -> int | None:
-    return int(t.item()) if isinstance(t, torch.Tensor) and t.numel() == 1 else None
+    """The batch counter, when it is a finite whole number (files carry NaN and worse)."""
+    if not isinstance(t, torch.Tensor) or t.numel() != 1 or t.is_complex():
+        return None
+    value = float(t.detach().to("cpu", torch.float64).item())
+    return int(value) if math.isfinite(value) else None
 
 
 def describe_module(name: str, module: nn.Module, family: Family) -> NormLayer:

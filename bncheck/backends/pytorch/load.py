@@ -22,6 +22,9 @@ from bncheck.backends.pytorch.scan import check_zip_checkpoint, first_pickle_par
 from bncheck.core.formats import ModelFormat
 from bncheck.errors import BncheckError
 
+# What reading a damaged zip archive raises (bad CRCs, cut members, bad headers).
+_ZIP_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+               KeyError, NotImplementedError)
 # Keys under which training scripts nest the weights, most specific first.
 _NEST_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module",
               "model_ema", "ema", "weights", "params", "generator", "netG")
@@ -80,7 +83,10 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
         )
         from bncheck.backends.pytorch.pt2_safety import pickle_reason
 
-        reason = None if allow_pickle else pickle_reason(path)
+        try:
+            reason = None if allow_pickle else pickle_reason(path)
+        except _ZIP_DAMAGE as e:
+            raise _damaged(path, e) from e
         if reason:
             raise BncheckError(f"{path} may run code when loaded: {reason}. If you trust it, "
                                "re-run with --allow-pickle")
@@ -128,7 +134,10 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
     # file), then memory-mapped: big checkpoints cost no copy. Legacy ones cannot be mapped.
     is_zip = zipfile.is_zipfile(path)
     if is_zip:
-        damage = check_zip_checkpoint(path)
+        try:
+            damage = check_zip_checkpoint(path)
+        except _ZIP_DAMAGE as e:
+            raise _damaged(path, e) from e
         if damage:
             raise BncheckError(f"{path} is damaged: {damage}; save or copy it again")
     try:

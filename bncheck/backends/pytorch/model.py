@@ -56,6 +56,8 @@ class TorchModel:
     """A torch model; passes return new TorchModels."""
 
     backend = "torch"
+    max_batch: int | None = None
+    notes: tuple[str, ...] = ()
 
     def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
                  checkpoint: Checkpoint | None, device: torch.device, *,

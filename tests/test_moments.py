@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from bncheck.core.moments import LayerAccumulator, Moments
+from bncheck.core.moments import Moments
+from tests.support.stats import accumulate
 
 
 def test_population_and_per_sample_moments_match_numpy() -> None:
     rng = np.random.default_rng(0)
     x = (rng.normal(3.0, 2.0, (37, 5, 6, 7)) * rng.uniform(0.5, 2, (37, 1, 1, 1))).astype(np.float32)
-    acc = LayerAccumulator()
-    for s in range(0, 37, 8):  # uneven batches, merged
-        acc.update(x[s:s + 8])
+    acc = accumulate(*(x[s:s + 8] for s in range(0, 37, 8)))  # uneven batches, merged
     x64 = x.astype(np.float64)
     flat = x64.transpose(1, 0, 2, 3).reshape(5, -1)
     assert acc.population.mean is not None
     np.testing.assert_allclose(acc.population.mean, flat.mean(1), rtol=1e-12)
-    # Squares are taken in the input's float32 (one rounding each), sums in float64.
     np.testing.assert_allclose(acc.population.var, flat.var(1), rtol=1e-7)
     np.testing.assert_allclose(acc.population.var_unbiased, flat.var(1, ddof=1), rtol=1e-7)
     per_sample_mean = x64.mean((2, 3))
@@ -36,8 +36,60 @@ def test_merge_is_exact_for_large_offsets() -> None:
 
 
 def test_expected_batch_var_limits() -> None:
-    acc = LayerAccumulator()
     rng = np.random.default_rng(2)
-    acc.update(rng.normal(rng.normal(0, 3, (64, 2, 1)), 1.0, (64, 2, 50)).astype(np.float32))
+    acc = accumulate(rng.normal(rng.normal(0, 3, (64, 2, 1)), 1.0, (64, 2, 50)).astype(np.float32))
     np.testing.assert_allclose(acc.expected_batch_var(1), acc.within_var)
     np.testing.assert_allclose(acc.expected_batch_var(10**9), acc.population.var, rtol=1e-6)
+
+
+def _offset_data() -> np.ndarray:
+    # Mean 100, std 1, and one channel 1e4 higher: float32 sums that are not two-pass would lose
+    # the variance under the offset.
+    rng = np.random.default_rng(0)
+    x = rng.normal(100.0, 1.0, (48, 3, 16, 16))
+    x[:, 1] += 1e4
+    return x.astype(np.float32)
+
+
+def _tap_backends(tmp_path: Path) -> list[object]:
+    import onnx
+    import torch
+
+    from bncheck.backends.base import load_model
+    from bncheck.backends.pytorch.export import to_onnx_proto
+
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).eval()
+    torch.save(net, tmp_path / "bn.pt")
+    onnx.save(to_onnx_proto(net, [torch.zeros(2, 3, 16, 16)], ["input"]), tmp_path / "bn.onnx")
+    models = [load_model(tmp_path / "bn.pt", allow_pickle=True), load_model(tmp_path / "bn.onnx")]
+    if torch.cuda.is_available():
+        from bncheck.core.options import Device
+
+        models.append(load_model(tmp_path / "bn.pt", allow_pickle=True, device=Device.CUDA))
+    return models
+
+
+def test_taps_are_exact_under_a_large_offset(tmp_path: Path) -> None:
+    from bncheck.core.model import TapSummary
+    from bncheck.core.taps import TapCollector
+
+    x = _offset_data()
+    x64 = x.astype(np.float64)
+    for model in _tap_backends(tmp_path):
+        summaries: list[TapSummary] = []
+        taps = TapCollector()
+
+        def on_tap(name: str, s: TapSummary, taps: TapCollector = taps,
+                   kept: list[TapSummary] = summaries) -> None:
+            kept.append(s)
+            taps(name, s)
+
+        for i in range(0, 48, 16):
+            model.run([x[i:i + 16]], ["0"], on_tap)  # type: ignore[attr-defined]
+        mean = np.concatenate([s.mean for s in summaries])
+        var = np.concatenate([s.m2 for s in summaries]) / 256
+        np.testing.assert_allclose(mean, x64.mean((2, 3)), rtol=1e-5)
+        np.testing.assert_allclose(var, x64.var((2, 3)), rtol=1e-5)
+        pop = taps.acc["0"].population
+        np.testing.assert_allclose(pop.mean, x64.mean((0, 2, 3)), rtol=1e-5)
+        np.testing.assert_allclose(pop.var, x64.var((0, 2, 3)), rtol=1e-5)

@@ -239,3 +239,64 @@ def test_a_graph_that_only_runs_at_batch_1(tmp_path: Path) -> None:
     r = cli("rewrite", model, "--mode", "fold", "-o", tmp_path / "f.onnx", "--batch-size", "1",
             "--data", DATA / "digits_x.npy")
     assert r.code == 0, r.out + r.err
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_modules(tmp_path: Path, dtype: str) -> None:
+    import bncheck
+
+    net = torch.load(model_path("digits", "full"), weights_only=False).eval()
+    half = net.to(getattr(torch, dtype))
+    x = np.load(DATA / "digits_x.npy")
+    result = bncheck.compare(half, x, train_batch_size=32)
+    # Statistics are gathered in float32 or wider, whatever the model computes in.
+    assert result.verdict.verdict.value == "ok"
+    layer = result.measurements.layers[0]
+    assert layer.reference.kl < 0.1
+    out = tmp_path / "fold.pt2"
+    report = bncheck.rewrite(half, "fold", data=x).save(out)
+    assert report.ok, [(c.name, c.measured, c.tolerance) for c in report.checks]
+
+
+def test_float16_onnx_graph(tmp_path: Path, samples: Path) -> None:
+    rng = np.random.default_rng(0)
+    params = [rng.uniform(0.5, 1.5, C), rng.normal(size=C), rng.normal(size=C),
+              rng.uniform(0.5, 2, C)]
+    inits = [numpy_helper.from_array(v.astype(np.float16), n) for n, v in zip("sbmv", params,
+                                                                              strict=True)]
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", C, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], inits)
+    model = tmp_path / "fp16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), model)
+    doc = cli("inspect", model, "--format", "json").json()
+    assert doc["layers"][0]["running_var"] == pytest.approx(
+        [float(np.float16(params[3]).min()), float(np.float16(params[3]).max())])
+    assert cli("compare", model, "--data", samples).code in (0, 1)
+    for mode in ("fold", "recalibrate", "batch-stats", "instance-norm"):
+        r = cli("rewrite", model, "--mode", mode, "-o", tmp_path / f"{mode}.onnx", "--data",
+                samples)
+        assert r.code == 0, (mode, r.out, r.err)
+
+
+def test_precision_policy_is_applied_and_restored() -> None:
+    from bncheck.backends.pytorch.precision import POLICY, current, full_precision
+
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("medium")
+    try:
+        before = current()
+        with full_precision():
+            assert current() == POLICY
+        assert current() == before
+        import bncheck
+
+        doc = bncheck.compare(torch.load(model_path("digits", "full"), weights_only=False),
+                              np.load(DATA / "digits_x.npy"), train_batch_size=32).to_json()
+        assert doc["precision"]["policy"]["cudnn_tf32"] is False
+        assert doc["precision"]["user"]["matmul_precision"] == "medium"
+        assert current() == before
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("highest")

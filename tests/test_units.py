@@ -11,12 +11,14 @@ from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_
 from bncheck.core.compare import Discrepancy, Measurements
 from bncheck.core.diagnosis import divergence
 from bncheck.core.layers import Family, MomentumNote, NormLayer
+from bncheck.core.model import TapSummary
 from bncheck.core.moments import LayerAccumulator
 from bncheck.core.outputs import OutputStore
 from bncheck.core.reference import plan_reference
 from bncheck.core.taps import TapCollector
 from bncheck.core.tolerance import tolerance_for
 from bncheck.core.verdict import FixMode, VerdictKind, decide
+from tests.support.stats import accumulate
 
 
 def _layer(mean: list[float], var: list[float], eps: float = 0.0) -> NormLayer:
@@ -31,8 +33,7 @@ def test_gaussian_kl_and_shift_by_hand() -> None:
     # samples. Against running stats N(0, 4):
     #   KL = 0.5 * (ln(4/1) + (1 + 2^2)/4 - 1) = 0.5 * (1.386294 + 0.25) = 0.818147
     #   mean shift = |2 - 0| / sqrt(4) = 1; log var ratio = ln(1/4) = -1.386294
-    acc = LayerAccumulator()
-    acc.update(np.tile(np.array([1.0, 3.0]), (8, 1, 1)).reshape(8, 1, 2))
+    acc = accumulate(np.tile(np.array([1.0, 3.0]), (8, 1, 1)).reshape(8, 1, 2))
     d = divergence(_layer([0.0], [4.0]), acc, batch_size=4)
     assert d.kl == pytest.approx(0.5 * (math.log(4.0) + 5.0 / 4.0 - 1.0), rel=1e-9)
     assert d.kl == pytest.approx(0.818147, abs=1e-6)
@@ -44,8 +45,7 @@ def test_kl_counts_the_spread_of_batch_means() -> None:
     # Samples are constant maps at -1 and +1: within 0, between 1. At batch size 1 a batch's
     # variance is 0 (+eps) and its mean is +-1: against N(0, 1),
     #   KL = 0.5 * (ln(1/eps) + (eps + 0 + 1)/1 - 1), with eps = 0.25 to keep it finite.
-    acc = LayerAccumulator()
-    acc.update(np.array([-1.0, 1.0] * 4).reshape(8, 1, 1).repeat(4, axis=2))
+    acc = accumulate(np.array([-1.0, 1.0] * 4).reshape(8, 1, 1).repeat(4, axis=2))
     d = divergence(_layer([0.0], [0.75], eps=0.25), acc, batch_size=1)
     given, rv = 0.25, 1.0
     assert d.kl == pytest.approx(0.5 * (math.log(rv / given) + (given + 0.0 + 1.0) / rv - 1.0))
@@ -96,9 +96,7 @@ def _acc(within: float, between: float, n: int = 64, seed: int = 0) -> LayerAccu
     means = rng.standard_normal(n)
     means = (means - means.mean()) / means.std() * math.sqrt(between)
     pattern = np.array([-1.0, 1.0] * 8) * math.sqrt(within)
-    acc = LayerAccumulator()
-    acc.update((means[:, None] + pattern[None, :]).reshape(n, 1, 16))
-    return acc
+    return accumulate((means[:, None] + pattern[None, :]).reshape(n, 1, 16))
 
 
 def test_batch_size_estimate_recovers_b_by_hand() -> None:
@@ -117,7 +115,7 @@ def test_batch_size_is_assumed_when_samples_barely_differ() -> None:
 
 def test_batch_size_from_the_option_and_unused() -> None:
     taps = TapCollector()
-    taps("bn", np.zeros((8, 1, 4)))
+    taps("bn", TapSummary(np.zeros((8, 1)), np.zeros((8, 1)), (1, 4)))
     plan = plan_reference(taps, {"bn": _layer([0.0], [1.0])}, 8, train_batch_size=2)
     assert plan.train.source is BatchSizeSource.OPTION and plan.batch == 2
     assert sorted(plan.used.tolist()) == list(range(8))  # all samples, shuffled

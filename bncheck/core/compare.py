@@ -82,6 +82,7 @@ class Measurements:
     forward_passes: int
     notes: tuple[str, ...]
     reference_batches: int = 0
+    precision: Mapping[str, object] | None = None
     truth: Truth | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)  # by run name, with ``truth``
     shift: ShiftEvidence | None = None
@@ -159,8 +160,8 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         expectation = probe_preprocessing(model, src, layers[order[0]], mean, std)
         runner.passes += 3
     return Measurements(n, used.size, batch_size, plan.train, noise, cands, reports,
-                        runner.passes, tuple(notes), plan.batches, truth, metrics, shift,
-                        expectation)
+                        runner.passes, tuple(notes), plan.batches, model.precision, truth,
+                        metrics, shift, expectation)
 
 
 def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dict[str, Moments],

@@ -17,7 +17,20 @@ from bncheck.core.layers import NormLayer
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
 
-TapFn = Callable[[str, np.ndarray], None]
+
+@dataclass(frozen=True)
+class TapSummary:
+    """One batch of a layer's input, reduced where it lives (the device, or inside the graph).
+
+    Only these (N, C) arrays cross into the core, never whole activations.
+    """
+
+    mean: np.ndarray  # (N, C) float64: each sample's channel means
+    m2: np.ndarray  # (N, C) float64: each sample's sum of squared deviations from its mean
+    shape: tuple[int, ...]  # one sample's shape, (C, *spatial)
+
+
+TapFn = Callable[[str, TapSummary], None]
 # Per layer: the per-sample shape of its input, (C, *spatial), as seen in a run. Passes use it
 # to keep layers with one value per channel per sample ((N, C), 1x1 maps) on running stats.
 LayerShapes = Mapping[str, tuple[int, ...]]
@@ -54,6 +67,18 @@ class Model(Protocol):
     max_batch: int | None
     # What the backend changed or assumed to make the model runnable, one sentence each.
     notes: tuple[str, ...]
+    # The float precision bncheck's passes ran at, where the backend sets it (JSON-ready).
+    precision: Mapping[str, object] | None
+
+    @property
+    def float_eps(self) -> float:
+        """The rounding step of the model's floating type (float32, or half precision)."""
+        ...
+
+    @property
+    def runs_on(self) -> str:
+        """Runtime and device, as a check reports them ("torch cuda:0")."""
+        ...
 
     def layers(self) -> list[NormLayer]:
         """Normalization layers in execution (or file) order."""
@@ -71,7 +96,7 @@ class Model(Protocol):
             on_tap: TapFn | None = None) -> np.ndarray:
         """Run one batch; returns outputs flattened per sample, shape (N, D), float32.
 
-        For every layer named in ``taps`` the layer's input is passed to ``on_tap``.
+        For every layer named in ``taps`` a summary of the layer's input goes to ``on_tap``.
         """
         ...
 

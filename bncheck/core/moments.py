@@ -54,21 +54,14 @@ class LayerAccumulator:
     within_sum: np.ndarray | None = None
     spatial: int = 0
 
-    def update(self, x: np.ndarray) -> None:
-        """Add a batch ``x`` of shape (N, C, *spatial) with vectorized float64 reductions."""
-        n, c = x.shape[0], x.shape[1]
-        xs = x.reshape(n, c, -1)
-        s = xs.shape[2]
+    def add(self, mean: np.ndarray, m2: np.ndarray, spatial: int) -> None:
+        """Add a batch summarized per sample and channel: (N, C) means and sums of squared
+        deviations, over ``spatial`` values each; merged in float64."""
+        n = mean.shape[0]
+        s = spatial
         self.spatial = s
-        sample_mean = xs.mean(axis=2, dtype=np.float64)  # (N, C), float64 accumulation
-        # Two-pass variance: deviations from the mean rounded to x's dtype (a temporary the size
-        # of x, not twice it), squared in place, summed in float64; the rounding of the shift is
-        # corrected exactly: mean((x - r)^2) = var + (mean - r)^2.
-        shift = sample_mean.astype(xs.dtype)
-        dev = xs - shift[:, :, None]
-        np.square(dev, out=dev)
-        off = sample_mean - shift
-        within = dev.sum(axis=2, dtype=np.float64) / s - off * off  # (N, C)
+        sample_mean = mean.astype(np.float64)
+        within = m2.astype(np.float64) / s  # (N, C)
         batch_mean = sample_mean.mean(axis=0)
         between = sample_mean - batch_mean
         between_m2 = np.einsum("nc,nc->c", between, between)

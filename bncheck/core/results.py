@@ -58,6 +58,7 @@ class Comparison:
         doc["noise_floor"] = None if c.noise_floor is None else c.noise_floor.to_json()
         doc["candidates"] = {k: d.to_json() for k, d in c.candidates.items()}
         doc["forward_passes"] = c.forward_passes
+        doc["precision"] = None if c.precision is None else dict(c.precision)
         doc["notes"] = list(c.notes)
         doc["layer_metrics"] = [
             {"name": lr.layer.name, "kind": lr.layer.kind, "order": lr.order,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
+from bncheck.core.model import TapSummary
 from bncheck.core.moments import LayerAccumulator
 
 
@@ -14,10 +15,11 @@ class TapCollector:
         self.acc: dict[str, LayerAccumulator] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}  # per-sample input shape, by layer
 
-    def __call__(self, name: str, x: np.ndarray) -> None:
+    def __call__(self, name: str, summary: TapSummary) -> None:
         """Add one batch of layer ``name``'s input."""
-        self.acc.setdefault(name, LayerAccumulator()).update(x)
-        self.shapes[name] = tuple(x.shape[1:])
+        self.acc.setdefault(name, LayerAccumulator()).add(summary.mean, summary.m2,
+                                                          math.prod(summary.shape[1:]))
+        self.shapes[name] = summary.shape
 
     @property
     def order(self) -> list[str]:

@@ -75,7 +75,8 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
         return max(base, rounding)
 
     if runnable is not None:
-        checks.append(Check(f"{path.suffix} file reproduces the rewritten model",
+        checks.append(Check(f"{path.suffix} file ({runnable.runs_on}) reproduces the rewritten "
+                            f"model ({final.runs_on})",
                             rel_error(runnable.run(example), final.run(example)),
                             tol(FIDELITY_TOL)))
     modes = [s.mode for s in stages]
@@ -106,7 +107,8 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
                                 tol(FIDELITY_TOL)))
         elif stage.mode is RewriteMode.RECALIBRATE and RewriteMode.FOLD not in later:
             checks.append(Check("running stats equal the population statistics",
-                                _stats_error(written, stage), STATS_TOL))
+                                _stats_error(written, stage),
+                                max(STATS_TOL, stage.after.float_eps)))
     return checks
 
 
@@ -141,7 +143,8 @@ def _rounding(model: Model, example: list[np.ndarray]) -> float:
     defect (a dropped activation, say) moves outputs by far more.
     """
     rng = np.random.default_rng(ROUNDING_SEED)
-    nudged = [a * (1 + rng.choice(np.array([-1, 1], a.dtype), a.shape) * np.finfo(np.float32).eps / 2)
+    step = model.float_eps
+    nudged = [a * (1 + rng.choice(np.array([-1, 1], a.dtype), a.shape) * step)
               if np.issubdtype(a.dtype, np.floating) else a for a in example]
     spread = ROUNDING_MARGIN * rel_error(model.run(nudged), model.run(example))
     return spread if math.isfinite(spread) else 0.0

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bncheck.backends.onnxrt.graph import Constants, opset
+from bncheck.backends.onnxrt.graph import Constants, declare_initializers, opset
 from bncheck.errors import BncheckError
 
 PREFIX = "bncheck.dropout"
@@ -54,6 +54,7 @@ def activate_dropout(proto: onnx.ModelProto) -> onnx.ModelProto:
         # A second output (the mask) is not part of any inference graph bncheck writes.
     del out.graph.node[:]
     out.graph.node.extend(nodes)
+    declare_initializers(out)
     return out
 
 

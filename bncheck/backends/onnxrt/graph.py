@@ -58,6 +58,20 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
             "data files next to the model again") from e
 
 
+# Before IR version 4 every initializer must also be declared as a graph input.
+INITIALIZERS_AS_INPUTS_BEFORE_IR = 4
+
+
+def declare_initializers(model: onnx.ModelProto) -> None:
+    """Keep an old (IR < 4) graph valid after initializers were added: declare them as inputs."""
+    if model.ir_version >= INITIALIZERS_AS_INPUTS_BEFORE_IR:
+        return
+    declared = {vi.name for vi in model.graph.input}
+    model.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in model.graph.initializer if t.name not in declared)
+
+
 def opset(model: onnx.ModelProto) -> int:
     """The default-domain opset version."""
     for o in model.opset_import:

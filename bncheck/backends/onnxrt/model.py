@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,9 +18,17 @@ from bncheck.backends.onnxrt.dropout import (
 from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_shapes
 from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_norms
 from bncheck.backends.onnxrt.passes import apply_pass
+from bncheck.backends.onnxrt.taps import add_taps, tap_outputs
 from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
-from bncheck.core.model import InputSpec, LayerShapes, PassResult, PopulationStats, TapFn
+from bncheck.core.model import (
+    InputSpec,
+    LayerShapes,
+    PassResult,
+    PopulationStats,
+    TapFn,
+    TapSummary,
+)
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
 
@@ -52,6 +61,8 @@ class OnnxModel:
         self._inputs = [vi for vi in proto.graph.input if vi.name not in inits]
         self._sessions: dict[tuple[str, ...], object] = {}
         self.notes = notes
+        # onnxruntime's CPU provider computes in plain float32; the CUDA one is told to (below).
+        self.precision: Mapping[str, object] | None = {"provider_tf32": False}
         # A batch dimension the graph fixes: runs are split into batches of this size.
         fixed = [d.dim_value for vi in self._inputs[:1]
                  for d in vi.type.tensor_type.shape.dim[:1] if d.dim_value > 0]
@@ -75,6 +86,19 @@ class OnnxModel:
             _providers(device)  # imports onnxruntime, which a plain inspect never needs
         proto = load_proto(path)
         return cls(deactivate_dropout(proto) if has_active_dropout(proto) else proto, path, device)
+
+    @property
+    def float_eps(self) -> float:
+        """Machine epsilon of the first input's type (float16 graphs round far more)."""
+        elem = int(self._inputs[0].type.tensor_type.elem_type) if self._inputs else 0
+        half = elem == onnx.TensorProto.FLOAT16
+        return float(np.finfo(np.float16 if half else np.float32).eps)
+
+    @property
+    def runs_on(self) -> str:
+        """``onnxruntime`` and its first provider."""
+        first = _providers(self.device)[0]
+        return f"onnxruntime {first[0] if isinstance(first, tuple) else first}"
 
     def layers(self) -> list[NormLayer]:
         """Normalization layers in graph order."""
@@ -118,16 +142,11 @@ class OnnxModel:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if taps:
-            # Tapped tensors become graph outputs. onnxruntime never fuses away a node whose
-            # output is a graph output (Conv+BN stays unfused there), so full optimization keeps
-            # them: measured equal to an unoptimized session within 1.2e-6 relative (kernel
-            # rounding), at half the run time. tests/test_compare.py checks taps against numpy.
-            proto = onnx.ModelProto()
-            proto.CopyFrom(self.proto)
-            existing = {o.name for o in proto.graph.output}
-            for t in taps:
-                if t not in existing:
-                    proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+            # Tapped tensors feed reductions whose results become graph outputs. A tensor with
+            # two consumers is never fused away (Conv+BN stays unfused there), so full
+            # optimization keeps it: measured equal to an unoptimized session within 1.2e-6
+            # relative, at half the run time. tests/test_compare.py checks taps against numpy.
+            proto = add_taps(self.proto, taps)
         providers = _providers(self.device)
         try:
             sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=providers)
@@ -165,7 +184,10 @@ class OnnxModel:
         got = dict(zip(out_names, results, strict=True))
         if on_tap is not None:
             for t in taps:
-                on_tap(t, got[by_layer[t]])
+                mean, m2, shape = (got[o] for o in tap_outputs(by_layer[t]))
+                n_c = (int(shape[0]), int(shape[1]))
+                on_tap(t, TapSummary(mean.reshape(n_c), m2.reshape(n_c),
+                                     tuple(int(d) for d in shape[1:])))
         n = batch[0].shape[0]
         flat = [np.asarray(got[o], dtype=np.float32).reshape(n, -1) for o in self._outputs]
         return np.concatenate(flat, axis=1)
@@ -207,7 +229,7 @@ class OnnxModel:
         onnx.save(proto, str(path))
 
 
-def _providers(device: Device) -> list[str]:
+def _providers(device: Device) -> list[Any]:
     """onnxruntime providers for ``device``; CUDA first when asked for and present."""
     import onnxruntime as ort
 
@@ -215,8 +237,9 @@ def _providers(device: Device) -> list[str]:
     if device is Device.CUDA and not cuda:
         raise BncheckError("--device cuda: onnxruntime has no CUDA provider here "
                            "(install onnxruntime-gpu, or use --device cpu)")
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda and device is not Device.CPU \
-        else ["CPUExecutionProvider"]
+    # TF32 would move results by about 1e-3, more than bncheck measures and verifies.
+    return [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"] \
+        if cuda and device is not Device.CPU else ["CPUExecutionProvider"]
 
 
 def _dynamic_batch(proto: onnx.ModelProto) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bncheck.backends.onnxrt.graph import Constants, attr, opset
+from bncheck.backends.onnxrt.graph import Constants, attr, declare_initializers, opset
 from bncheck.backends.onnxrt.layers import is_training_mode, layer_name
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D
@@ -48,6 +48,7 @@ def apply_pass(model: onnx.ModelProto, mode: RewriteMode,
         else:
             notes.extend(editor.normalize_with_data(node, index, name, mode, shape))
     editor.finish()
+    declare_initializers(out)
     return out, notes
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from bncheck.backends.pytorch.export import save_pt2, to_onnx_proto
 from bncheck.backends.pytorch.layers import discover_module, discover_state_dict
 from bncheck.backends.pytorch.load import Checkpoint, build_arch, load_file
 from bncheck.backends.pytorch.passes import apply_pass
+from bncheck.backends.pytorch.precision import POLICY, current, full_precision
 from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
 from bncheck.core.model import (
@@ -24,6 +25,7 @@ from bncheck.core.model import (
     PassResult,
     PopulationStats,
     TapFn,
+    TapSummary,
 )
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
@@ -57,7 +59,6 @@ class TorchModel:
 
     backend = "torch"
     max_batch: int | None = None
-    notes: tuple[str, ...] = ()
 
     def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
                  checkpoint: Checkpoint | None, device: torch.device, *,
@@ -71,6 +72,28 @@ class TorchModel:
         self.device = device
         self._input_shapes = list(input_shapes)
         self.batch_limit = batch_limit
+        user = current()
+        self.precision: Mapping[str, object] | None = {"device": str(device), "policy": POLICY.to_json(),
+                                             "user": user.to_json()}
+        # On a GPU the user's TF32 settings would change results; say when bncheck's differ.
+        self.notes: tuple[str, ...] = () if device.type != "cuda" or user == POLICY else (
+            "bncheck ran its passes in full float32 (TF32 and reduced-precision matmul off), not "
+            "with this process's settings, and restored them afterwards",)
+        floating = [p.dtype for p in (module.parameters() if module is not None else ())
+                    if p.is_floating_point()]
+        # A half-precision model takes half-precision inputs; its statistics are still widened.
+        self._input_dtype = floating[0] if floating else torch.float32
+
+    @property
+    def float_eps(self) -> float:
+        """Machine epsilon of the module's parameters' type."""
+        return float(torch.finfo(self._input_dtype).eps) if self._input_dtype.is_floating_point \
+            else float(torch.finfo(torch.float32).eps)
+
+    @property
+    def runs_on(self) -> str:
+        """``torch`` and the device."""
+        return f"torch {self.device}"
 
     def layers(self) -> list[NormLayer]:
         """Layers of the module, or of the state_dict when there is no architecture."""
@@ -113,7 +136,8 @@ class TorchModel:
         return []
 
     def _tensors(self, batch: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in batch]
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in batch]
+        return [t.to(self._input_dtype) if t.is_floating_point() else t for t in tensors]
 
     def run(self, batch: Sequence[np.ndarray], taps: Sequence[str] = (),
             on_tap: TapFn | None = None) -> np.ndarray:
@@ -124,7 +148,7 @@ class TorchModel:
             handles.append(self.module.get_submodule(name).register_forward_pre_hook(
                 self._hook(name, on_tap)))
         try:
-            with torch.no_grad():
+            with torch.no_grad(), full_precision():
                 out = self.module(*self._tensors(batch))
         except _TapFailure:
             raise  # bncheck's own bug: a traceback, not the user's problem
@@ -143,7 +167,7 @@ class TorchModel:
             if on_tap is None:
                 return
             try:
-                on_tap(name, args[0].detach().float().cpu().numpy())
+                on_tap(name, summarize(args[0]))
             except Exception as e:  # anything failing here is bncheck's fault, not the model's
                 raise _TapFailure(f"tap on {name} failed") from e
 
@@ -174,12 +198,14 @@ class TorchModel:
         assert self.module is not None
         suffix = path.suffix.lower()
         module = copy.deepcopy(self.module).to("cpu").eval()
+        dtype = self._input_dtype
         if keep_dropout:
             # Exported in train mode, Dropout becomes a node with training_mode=True.
             for m in module.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.train()
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
+        tensors = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
         if suffix == ".onnx":
             import onnx
 
@@ -203,6 +229,24 @@ class TorchModel:
                       str(path))
         else:
             torch.save(self.checkpoint.rebuilt(state), str(path))
+
+
+def summarize(x: torch.Tensor) -> TapSummary:
+    """Per-sample, per-channel mean and sum of squared deviations, computed where ``x`` lives.
+
+    Two passes in the activation's own precision (half precision is widened to float32 first):
+    the mean, then the squared deviations from it, so a large offset does not cancel the
+    variance. Only the (N, C) results are copied to the host, in float64.
+    """
+    x = x.detach()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    n, c = x.shape[0], x.shape[1]
+    xs = x.reshape(n, c, -1)
+    mean = xs.mean(dim=2)
+    dev = xs - mean[:, :, None]
+    m2 = (dev * dev).sum(dim=2)
+    return TapSummary(mean.double().cpu().numpy(), m2.double().cpu().numpy(), tuple(x.shape[1:]))
 
 
 class _TapFailure(Exception):

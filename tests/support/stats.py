@@ -1,0 +1,18 @@
+"""The tap summary of an array, computed plainly in float64: what every backend must match."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bncheck.core.moments import LayerAccumulator
+
+
+def accumulate(*batches: np.ndarray) -> LayerAccumulator:
+    """A LayerAccumulator fed whole (N, C, *spatial) batches, reduced here in float64."""
+    acc = LayerAccumulator()
+    for x in batches:
+        xs = x.astype(np.float64).reshape(x.shape[0], x.shape[1], -1)
+        mean = xs.mean(axis=2)
+        m2 = ((xs - mean[:, :, None]) ** 2).sum(axis=2)
+        acc.add(mean, m2, xs.shape[2])
+    return acc

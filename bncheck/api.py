@@ -19,17 +19,21 @@ from typing import Any
 
 import numpy as np
 
+from bncheck.core.collective import Alone, Collective, agree_on_errors
 from bncheck.core.data import ImageOptions, SampleSource, TensorReader, open_samples
 from bncheck.core.findings import sort_findings
 from bncheck.core.formats import ModelFormat
+from bncheck.core.imports import call_factory
 from bncheck.core.inspection import Inspection, inspect_model
 from bncheck.core.metrics import MetricKind, Truth, load_truth, truth_from_array
 from bncheck.core.model import InputSpec, Model
 from bncheck.core.options import DEFAULT_BATCH_SIZE, Device, RewriteMode
 from bncheck.core.progress import Progress
 from bncheck.core.results import Comparison
+from bncheck.core.runner import Loader, serial_loader
 from bncheck.core.sources import source_from_object
 from bncheck.core.verdict import compare_findings, decide
+from bncheck.errors import BncheckError
 from bncheck.rewriting.matrix import parse_modes
 from bncheck.rewriting.run import Prepared, RewriteReport, prepare, write
 
@@ -62,10 +66,43 @@ def load(model: Any, *, arch: str | None = None, allow_pickle: bool = False,
 
         module = copy.deepcopy(model).eval()
         return TorchModel(LIVE_PATH, ModelFormat.TORCH_SAVE, module, None, resolve_device(device))
-    from bncheck.errors import BncheckError
 
     raise BncheckError(f"a model of type {type(model).__name__}: give a path, an nn.Module or "
                        "an onnx.ModelProto")
+
+
+def collective(device: Device | str = Device.CPU) -> Collective:
+    """The processes of this job: several under torchrun, else this one alone."""
+    import os as _os
+
+    if int(_os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Alone()
+    from bncheck.backends.pytorch.distributed import TorchCollective
+
+    return TorchCollective(Device(device))
+
+
+def loader(src: SampleSource, workers: int) -> Loader:
+    """Batches read in ``workers`` processes where that helps (images, datasets), else here."""
+    from bncheck.core.data import ArraySource, Limited
+
+    inner = src.inner if isinstance(src, Limited) else src
+    if workers <= 0 or isinstance(inner, ArraySource):
+        return serial_loader  # memory-mapped arrays: reading is already cheap
+    from bncheck.backends.pytorch.loader import parallel_loader
+
+    return parallel_loader(workers)
+
+
+def _factory_data(data: Any) -> Any:
+    """``package.module:factory`` (the --arch convention) called, for a path that is not one."""
+    import re
+
+    text = str(data)
+    if not isinstance(data, (str, os.PathLike)) or Path(text).exists() or \
+            not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text):
+        return data
+    return call_factory(text, "--data")
 
 
 def open_data(data: Any, model: Model, *, image: ImageOptions | None = None,
@@ -73,11 +110,12 @@ def open_data(data: Any, model: Model, *, image: ImageOptions | None = None,
               ) -> tuple[SampleSource, Model]:
     """A sample source matched to ``model``'s inputs, and the runnable form of the model.
 
-    ``input_shape`` (per sample) stands in for what the model declares.
+    ``data`` may also name a ``package.module:factory`` that returns a Dataset or an iterable
+    of batches. ``input_shape`` (per sample) stands in for what the model declares.
     """
     from bncheck.core.data import Limited
-    from bncheck.errors import BncheckError
 
+    data = _factory_data(data)
     specs = model.inputs()
     if input_shape is not None:
         if len(specs) > 1:
@@ -115,7 +153,6 @@ def _tensor_to_numpy(t: Any) -> np.ndarray:
 
 def truth_for(labels: Any, targets: Any, n_samples: int) -> Truth | None:
     """The task-metric truth from labels (class ids) or targets (expected outputs), or None."""
-    from bncheck.errors import BncheckError
 
     if labels is not None and targets is not None:
         raise BncheckError("give --labels (class ids) or --targets (expected outputs), not both")
@@ -138,7 +175,7 @@ def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, device: Device | str = Device.CPU,
             limit: int | None = None, labels: Any = None, targets: Any = None,
             image: ImageOptions | None = None, input_shape: tuple[int, ...] | None = None,
-            arch: str | None = None, allow_pickle: bool = False,
+            arch: str | None = None, allow_pickle: bool = False, workers: int = 0,
             progress: Progress | None = None) -> Comparison:
     """Does eval mode behave as ``model`` did in training, on ``data``; what fixes it.
 
@@ -155,7 +192,8 @@ def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
     if image is not None and isinstance(data, (str, os.PathLike)) and Path(data).is_dir():
         image_norm = (image.mean, image.std)
     measured = measure(runnable, src, batch_size=batch_size, train_batch_size=train_batch_size,
-                       truth=truth, image_norm=image_norm, progress=progress)
+                       truth=truth, image_norm=image_norm, progress=progress,
+                       collective=collective(device), loader=loader(src, workers))
     verdict = decide(measured)
     findings = sort_findings(inspection.findings + compare_findings(measured, verdict))
     return Comparison(inspection, measured, verdict, tuple(findings))
@@ -199,9 +237,28 @@ class Rewritten:
 
     def save(self, path: PathLike, *, force: bool = False, keep_dropout: bool = False,
              force_worse: bool = False) -> RewriteReport:
-        """Write ``path`` (format by suffix) atomically, only if it passes verification."""
-        return write(self.prepared, Path(path), force=force, keep_dropout=keep_dropout,
-                     force_worse=force_worse)
+        """Write ``path`` (format by suffix) atomically, only if it passes verification.
+
+        Under torchrun every rank waits until all have finished, rank 0 alone writes, and every
+        rank gets its outcome.
+        """
+        p = self.prepared
+        c = p.collective
+        if c.world == 1:
+            return write(p, Path(path), force=force, keep_dropout=keep_dropout,
+                         force_worse=force_worse)
+        c.barrier()
+        report, error = None, None
+        if c.rank == 0:
+            try:
+                report = write(p, Path(path), force=force, keep_dropout=keep_dropout,
+                               force_worse=force_worse)
+            except BncheckError as e:
+                error = str(e)
+        agree_on_errors(c, error)
+        written = c.gather(None if report is None else report.written)[0]
+        return report or RewriteReport(p.source, Path(path), tuple(s.mode for s in p.stages),
+                                       self.notes, (), p.verified_on, bool(written))
 
 
 def rewrite(model: Any, mode: str | RewriteMode | Sequence[RewriteMode], *, data: Any = None,
@@ -209,13 +266,13 @@ def rewrite(model: Any, mode: str | RewriteMode | Sequence[RewriteMode], *, data
             device: Device | str = Device.CPU, limit: int | None = None, labels: Any = None,
             targets: Any = None, image: ImageOptions | None = None,
             input_shape: tuple[int, ...] | None = None, arch: str | None = None,
-            allow_pickle: bool = False, progress: Progress | None = None) -> Rewritten:
+            allow_pickle: bool = False, workers: int = 0,
+            progress: Progress | None = None) -> Rewritten:
     """Apply ``mode`` (``"recalibrate,fold"`` chains) to a copy of ``model``.
 
     recalibrate gathers its statistics as compare does, at the training batch size. The input
     is never modified; ``Rewritten.save`` writes the result.
     """
-    from bncheck.errors import BncheckError
 
     modes = parse_modes(mode) if isinstance(mode, str) else \
         [RewriteMode(mode)] if isinstance(mode, RewriteMode) else list(mode)
@@ -231,8 +288,9 @@ def rewrite(model: Any, mode: str | RewriteMode | Sequence[RewriteMode], *, data
     name = str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__
     return Rewritten(prepare(loaded, modes, src=src, source_name=name, batch_size=batch_size,
                              train_batch_size=train_batch_size, truth=truth,
-                             input_shape=input_shape, arch=arch,
-                             progress=progress))
+                             input_shape=input_shape, arch=arch, progress=progress,
+                             collective=collective(device),
+                             loader=serial_loader if src is None else loader(src, workers)))
 
 
 def recalibrate(module: Any, data: Any, *, train_batch_size: int | None = None,

@@ -106,13 +106,16 @@ def test_recalibrate_is_more_exact_than_update_bn() -> None:
 
     from bncheck.backends.base import load_model
     from bncheck.core.data import ImageOptions, open_samples
+    from bncheck.core.progress import NoProgress
+    from bncheck.core.runner import Runner
     from bncheck.rewriting.pipeline import population_stats
 
     x = np.load(DATA / "digits_shifted.npy")
     model = load_model(model_path("digits", "full"), allow_pickle=True)
     src = open_samples(DATA / "digits_shifted.npy", input_names=["input"], input_shapes=[],
                        image=ImageOptions(), limit=None)
-    stats, _ = population_stats(model, src, batch_size=32, train_batch_size=32)
+    stats, _ = population_stats(model, Runner(src, NoProgress()), batch_size=32,
+                                train_batch_size=32)
     # Exact float64 population statistics of features.1's input (the conv output, batch-independent).
     net = model.module  # type: ignore[attr-defined]
     with torch.no_grad():

@@ -27,6 +27,7 @@ from bncheck.cli.options import (
     StdOpt,
     TargetsOpt,
     TrainBatchOpt,
+    WorkersOpt,
 )
 from bncheck.core.batchsize import BatchSizeSource
 from bncheck.core.options import DEFAULT_BATCH_SIZE, Device, FailOn, OutputFormat
@@ -55,6 +56,7 @@ def compare(
     mean: MeanOpt = DEFAULT_MEAN,
     std: StdOpt = DEFAULT_STD,
     device: DeviceOpt = Device.CPU,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Compare running statistics with batch and per-sample statistics on real inputs.
 
@@ -78,7 +80,7 @@ def compare(
     from bncheck.cli.common import image_options, sample_shape
     from bncheck.core.findings import exit_code
     from bncheck.report.compare_text import render_comparison
-    from bncheck.report.console import emit_json, stdout_console
+    from bncheck.report.console import emit_json, reporting, stdout_console
     from bncheck.report.progress import shown_progress
 
     if plot is not None and plot.suffix.lower() != ".png":
@@ -89,7 +91,7 @@ def compare(
         result = run_compare(model, data, train_batch_size=train_batch_size,
                              batch_size=batch_size, device=device, limit=limit, labels=labels,
                              targets=targets, image=image, input_shape=shape, arch=arch,
-                             allow_pickle=allow_pickle, progress=progress)
+                             allow_pickle=allow_pickle, workers=workers, progress=progress)
     options = _passthrough(arch=arch, allow_pickle=allow_pickle, image_size=image_size, mean=mean,
                            std=std, limit=limit, batch_size=batch_size, device=device,
                            labels=labels, targets=targets, input_shape=input_shape)
@@ -100,6 +102,9 @@ def compare(
     verdict = result.verdict
     commands: dict[FixMode, str] = {mode: fix_command(model, mode, data, options)
                 for mode in (verdict.mode, verdict.conditional) if mode is not FixMode.NONE}
+    code = exit_code(list(result.findings), fail_on)
+    if not reporting():
+        raise typer.Exit(code)  # under torchrun rank 0 reports for all
     if plot is not None:
         from bncheck.report.plot import write_plot
 
@@ -108,7 +113,7 @@ def compare(
         emit_json(result.to_json(commands))
     else:
         render_comparison(result, commands, stdout_console())
-    raise typer.Exit(exit_code(list(result.findings), fail_on))
+    raise typer.Exit(code)
 
 
 def _passthrough(*, arch: str | None, allow_pickle: bool, image_size: str | None, mean: str,

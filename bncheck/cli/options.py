@@ -30,8 +30,10 @@ DeviceOpt = Annotated[Device, typer.Option(
     "--device", help="Where torch models run (ONNX uses the CUDA provider when present).")]
 DataOpt = Annotated[Path, typer.Option(
     "--data", metavar="PATH", show_default=False,
-    help="Sample inputs: .npy, .npz (one array per input name), a torch.save'd tensor, or a "
-         "folder of images.")]
+    help="Sample inputs: .npy, .npz (one array per input name), a torch.save'd tensor, a "
+         "folder of images, or package.module:factory returning a Dataset or batches.")]
+WorkersOpt = Annotated[int, typer.Option(
+    "--workers", min=0, help="Processes that read images or Dataset items ahead of the model.")]
 OptionalDataOpt = Annotated[Path | None, typer.Option(
     "--data", metavar="PATH",
     help="Sample inputs (required for recalibrate; otherwise used to verify the output).")]

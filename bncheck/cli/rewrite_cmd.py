@@ -24,6 +24,7 @@ from bncheck.cli.options import (
     StdOpt,
     TargetsOpt,
     TrainBatchOpt,
+    WorkersOpt,
 )
 from bncheck.core.options import DEFAULT_BATCH_SIZE, Device
 
@@ -65,6 +66,7 @@ def rewrite(
     mean: MeanOpt = DEFAULT_MEAN,
     std: StdOpt = DEFAULT_STD,
     device: DeviceOpt = Device.CPU,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Rewrite the model's normalization and export it, verified on sample data.
 
@@ -88,7 +90,7 @@ def rewrite(
     from bncheck.api import rewrite as run_rewrite
     from bncheck.backends.detect import detect_format
     from bncheck.cli.common import image_options, sample_shape
-    from bncheck.report.console import stdout_console
+    from bncheck.report.console import reporting, stdout_console
     from bncheck.report.progress import shown_progress
     from bncheck.report.rewrite_text import render_rewrite
     from bncheck.rewriting.atomic import check_destination
@@ -105,8 +107,9 @@ def rewrite(
         rewritten = run_rewrite(model, modes, data=data, train_batch_size=train_batch_size,
                                 batch_size=batch_size, device=device, limit=limit,
                                 labels=labels, targets=targets, image=image, input_shape=shape,
-                                arch=arch, allow_pickle=allow_pickle, progress=progress)
+                                arch=arch, allow_pickle=allow_pickle, workers=workers, progress=progress)
     report = rewritten.save(output, force=force, keep_dropout=keep_dropout,
                             force_worse=force_worse)
-    render_rewrite(report, stdout_console())
+    if reporting():
+        render_rewrite(report, stdout_console())
     raise typer.Exit(0 if report.ok else 1)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource
-from bncheck.core.data import SampleSource, batches
+from bncheck.core.collective import Collective
+from bncheck.core.data import SampleSource
 from bncheck.core.diagnosis import LayerDivergence, divergence
 from bncheck.core.layers import NormLayer
 from bncheck.core.metrics import CHUNK, Truth
@@ -26,6 +27,7 @@ from bncheck.core.options import RewriteMode
 from bncheck.core.outputs import OutputStore
 from bncheck.core.progress import NoProgress, Progress
 from bncheck.core.reference import SHUFFLE_SEED, plan_reference
+from bncheck.core.runner import Loader, Runner, serial_loader
 from bncheck.core.shift import InputExpectation, ShiftEvidence, input_shift, probe_preprocessing
 from bncheck.core.taps import TapCollector
 from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
@@ -92,7 +94,8 @@ class Measurements:
 def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_size: int | None,
             truth: Truth | None = None,
             image_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-            progress: Progress | None = None) -> Measurements:
+            progress: Progress | None = None, collective: Collective | None = None,
+            loader: Loader = serial_loader) -> Measurements:
     """Measure eval mode and every candidate against the reference on ``src``.
 
     ``truth`` adds the task metric of each run; ``image_norm`` is the (mean, std) an image folder
@@ -106,7 +109,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         return Measurements(n, n, batch_size, unused, None, {}, (), 0,
                             ("no layer normalizes with running statistics: eval mode is the "
                              "trained behaviour, and there is nothing to compare",))
-    runner = _Runner(src, progress)
+    runner = Runner(src, progress, collective, loader)
     eval_taps = TapCollector()
     eval_store = runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
                             on_tap=eval_taps)
@@ -164,7 +167,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                         metrics, shift, expectation)
 
 
-def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dict[str, Moments],
+def _candidates(runner: Runner, model: Model, ref: OutputStore, population: dict[str, Moments],
                 shapes: LayerShapes, batch_size: int, b: int, used: np.ndarray,
                 eval_run: Discrepancy, notes: list[str], truth: Truth | None
                 ) -> list[tuple[Discrepancy, float | None]]:
@@ -173,7 +176,7 @@ def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dic
 
     def run(mode: RewriteMode, stats: dict[str, Moments] | None = None
             ) -> tuple[Discrepancy, float | None]:
-        return runner.candidate(model, mode, stats, shapes, ref, batch_size, used, truth)
+        return _candidate(runner, model, mode, stats, shapes, ref, batch_size, used, truth)
 
     out = [run(RewriteMode.RECALIBRATE, population)]
     if any(spatial.values()):
@@ -190,7 +193,7 @@ def _candidates(runner: _Runner, model: Model, ref: OutputStore, population: dic
     return out
 
 
-def _noise_floor(runner: _Runner, ref_model: Model, ref: OutputStore, b: int,
+def _noise_floor(runner: Runner, ref_model: Model, ref: OutputStore, b: int,
                  used: np.ndarray) -> Discrepancy:
     if b == 1:
         return Discrepancy("noise-floor", 1, 0.0, 0.0, 0.0, None,
@@ -203,38 +206,17 @@ def _noise_floor(runner: _Runner, ref_model: Model, ref: OutputStore, b: int,
     return d
 
 
-class _Runner:
-    """Streams samples through a model, parks outputs on disk, counts forward passes."""
-
-    def __init__(self, src: SampleSource, progress: Progress) -> None:
-        self.src = src
-        self.progress = progress
-        self.passes = 0
-
-    def run(self, model: Model, label: str, batch_size: int, order: np.ndarray, *,
-            taps: list[str] | None = None, on_tap: TapCollector | None = None) -> OutputStore:
-        """Run the samples ``order`` in that order, in batches; outputs stored by sample index."""
-        store = OutputStore(len(self.src))
-        self.passes += 1
-        self.progress.start(label, order.size)
-        for idx, arrays in batches(self.src, batch_size, order):
-            out = model.run(arrays, taps or (), on_tap)
-            store.write(idx, out)
-            self.progress.advance(idx.size)
-        self.progress.finish()
-        return store
-
-    def candidate(self, model: Model, mode: RewriteMode, stats: dict[str, Moments] | None,
-                  shapes: LayerShapes, ref: OutputStore, batch_size: int, used: np.ndarray,
-                  truth: Truth | None) -> tuple[Discrepancy, float | None]:
-        """One fix, run on the reference's samples in the reference's order."""
-        result = model.apply(mode, stats, shapes)
-        store = self.run(result.model, mode.value, batch_size, used)
-        d = replace(_discrepancy(mode.value, batch_size, store, ref, used),
-                    notes=tuple(result.notes))
-        metric = None if truth is None else truth.score(store, used)
-        store.close()
-        return d, metric
+def _candidate(runner: Runner, model: Model, mode: RewriteMode,
+               stats: dict[str, Moments] | None, shapes: LayerShapes, ref: OutputStore,
+               batch_size: int, used: np.ndarray, truth: Truth | None
+               ) -> tuple[Discrepancy, float | None]:
+    """One fix, run on the reference's samples in the reference's order."""
+    result = model.apply(mode, stats, shapes)
+    store = runner.run(result.model, mode.value, batch_size, used)
+    d = replace(_discrepancy(mode.value, batch_size, store, ref, used), notes=tuple(result.notes))
+    metric = None if truth is None else truth.score(store, used)
+    store.close()
+    return d, metric
 
 
 def _discrepancy(name: str, batch_size: int, got: OutputStore, ref: OutputStore,

@@ -70,6 +70,17 @@ class LayerAccumulator:
         self.sample_means.merge(float(n), batch_mean, between_m2)
         self.within_sum = within_total if self.within_sum is None else self.within_sum + within_total
 
+    def merge(self, other: LayerAccumulator) -> None:
+        """Fold in another accumulator of the same layer (another process's batches)."""
+        for mine, theirs in ((self.population, other.population),
+                             (self.sample_means, other.sample_means)):
+            if theirs.mean is not None and theirs.m2 is not None:
+                mine.merge(theirs.count, theirs.mean, theirs.m2)
+        if other.within_sum is not None:
+            self.within_sum = other.within_sum if self.within_sum is None \
+                else self.within_sum + other.within_sum
+        self.spatial = other.spatial or self.spatial
+
     @property
     def within_var(self) -> np.ndarray:
         """Mean per-sample variance (over spatial positions); zero without spatial dims."""

@@ -80,7 +80,14 @@ class DatasetSource:
 
     def load(self, index: np.ndarray) -> list[np.ndarray]:
         """The items at ``index``, stacked into one batch."""
-        items = [model_input(self.dataset[int(i)], self.to_numpy) for i in index]
+        items = []
+        for i in index:
+            try:
+                item = self.dataset[int(i)]
+            except Exception as e:  # the user's own dataset: whatever it raises is theirs
+                raise BncheckError(f"the dataset raised {type(e).__name__} on item {int(i)}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''}") from e
+            items.append(model_input(item, self.to_numpy))
         return [np.stack(items).astype(np.float32, copy=False)]
 
 

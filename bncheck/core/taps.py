@@ -21,6 +21,12 @@ class TapCollector:
                                                           math.prod(summary.shape[1:]))
         self.shapes[name] = summary.shape
 
+    def merge(self, other: TapCollector) -> None:
+        """Fold in what another process's collector saw (its share of the batches)."""
+        for name, acc in other.acc.items():
+            self.acc.setdefault(name, LayerAccumulator()).merge(acc)
+        self.shapes.update(other.shapes)
+
     @property
     def order(self) -> list[str]:
         """Layer names in the order the data first reached them (execution order)."""

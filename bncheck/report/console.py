@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -14,6 +15,11 @@ def stdout_console() -> Console:
     """Console for the report; plain text, 100 columns, when stdout is not a terminal."""
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else WIDTH,
                    highlight=False, soft_wrap=False)
+
+
+def reporting() -> bool:
+    """Whether this process reports: always alone, only rank 0 under torchrun."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def emit_json(doc: dict[str, Any]) -> None:

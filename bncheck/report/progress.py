@@ -17,6 +17,7 @@ from rich.progress import (
 
 from bncheck.core.progress import NoProgress
 from bncheck.core.progress import Progress as ProgressSink
+from bncheck.report.console import reporting
 
 
 class RichProgress:
@@ -52,7 +53,7 @@ class RichProgress:
 
 def progress_for(json_output: bool) -> ProgressSink:
     """A bar when stderr is a terminal and the output is not JSON; otherwise silence."""
-    if json_output or not sys.stderr.isatty():
+    if json_output or not sys.stderr.isatty() or not reporting():
         return NoProgress()
     return RichProgress()
 

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.core.data import SampleSource, batches
 from bncheck.core.model import LayerShapes, Model
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
-from bncheck.core.progress import NoProgress, Progress
 from bncheck.core.reference import plan_reference
+from bncheck.core.runner import Runner
 from bncheck.core.taps import TapCollector
 
 
@@ -29,9 +28,8 @@ class Stage:
     stats: dict[str, Moments] | None = None
 
 
-def population_stats(model: Model, src: SampleSource, batch_size: int,
-                     train_batch_size: int | None, progress: Progress | None = None
-                     ) -> tuple[dict[str, Moments], list[str]]:
+def population_stats(model: Model, runner: Runner, batch_size: int,
+                     train_batch_size: int | None) -> tuple[dict[str, Moments], list[str]]:
     """Exact float64 population moments of each BN layer's input, PreciseBN-style, and notes.
 
     They are gathered exactly as compare's recalibrate candidate gathers them: normalization
@@ -40,34 +38,24 @@ def population_stats(model: Model, src: SampleSource, batch_size: int,
     count. ``batch_size`` only sets how the batch-independent eval pass (which estimates the
     training batch size) is chunked, so it cannot change the result.
     """
-    progress = progress or NoProgress()
     layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
+    n = len(runner.src)
     eval_taps = TapCollector()
-    _tapped_pass(model, src, batch_size, np.arange(len(src)), list(layers), eval_taps, progress,
-                 "eval")
-    plan = plan_reference(eval_taps, layers, len(src), train_batch_size, model.max_batch)
+    runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers), on_tap=eval_taps,
+               keep_outputs=False).close()
+    plan = plan_reference(eval_taps, layers, n, train_batch_size, model.max_batch)
     taps = TapCollector()
-    _tapped_pass(model.apply(RewriteMode.REFERENCE, shapes=eval_taps.shapes).model, src,
-                 plan.batch, plan.used,
-                 list(layers), taps, progress, "recalibrate")
+    runner.run(model.apply(RewriteMode.REFERENCE, shapes=eval_taps.shapes).model, "recalibrate",
+               plan.batch, plan.used, taps=list(layers), on_tap=taps, keep_outputs=False).close()
     notes = [f"statistics gathered on batch statistics at batch size {plan.batch} over "
              f"{plan.used.size} shuffled samples (training batch size {plan.train.value}, "
              f"{plan.train.source.value}: {plan.train.detail})", *plan.notes]
     return {name: acc.population for name, acc in taps.acc.items()}, notes
 
 
-def _tapped_pass(model: Model, src: SampleSource, batch_size: int, order: np.ndarray,
-                 names: list[str], taps: TapCollector, progress: Progress, label: str) -> None:
-    progress.start(label, order.size)
-    for idx, arrays in batches(src, batch_size, order):
-        model.run(arrays, names, taps)
-        progress.advance(idx.size)
-    progress.finish()
-
-
-def apply_modes(model: Model, modes: Sequence[RewriteMode], src: SampleSource | None,
-                example: list[np.ndarray], batch_size: int, train_batch_size: int | None,
-                progress: Progress | None = None) -> list[Stage]:
+def apply_modes(model: Model, modes: Sequence[RewriteMode], runner: Runner | None,
+                example: list[np.ndarray], batch_size: int,
+                train_batch_size: int | None) -> list[Stage]:
     """Run each mode on the result of the previous one."""
     stages: list[Stage] = []
     current = model
@@ -80,8 +68,8 @@ def apply_modes(model: Model, modes: Sequence[RewriteMode], src: SampleSource | 
         stats = None
         notes: list[str] = []
         if mode is RewriteMode.RECALIBRATE:
-            assert src is not None
-            stats, notes = population_stats(current, src, batch_size, train_batch_size, progress)
+            assert runner is not None
+            stats, notes = population_stats(current, runner, batch_size, train_batch_size)
         result = current.apply(mode, stats, probe.shapes)
         stages.append(Stage(mode, current, result.model, notes + result.notes, probe.shapes,
                             stats))

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bncheck.core.data import SampleSource, batches
+from bncheck.core.collective import Alone, Collective
+from bncheck.core.data import SampleSource
 from bncheck.core.metrics import Truth
 from bncheck.core.model import Model
 from bncheck.core.options import RewriteMode
-from bncheck.core.outputs import OutputStore
-from bncheck.core.progress import Progress
+from bncheck.core.progress import NoProgress, Progress
+from bncheck.core.runner import Loader, Runner, serial_loader
 from bncheck.errors import BncheckError
 from bncheck.rewriting.atomic import check_destination, staged_output
 from bncheck.rewriting.pipeline import Stage, apply_modes
@@ -53,13 +54,18 @@ class Prepared:
     truth: Truth | None
     batch_size: int
     arch: str | None  # rebuilds a written state_dict, so that it can be run and checked
+    metric: tuple[float, float] | None  # the task metric before and after, with ``truth``
+    collective: Collective  # under torchrun, only rank 0 writes
 
 
 def prepare(model: Model, modes: list[RewriteMode], *, src: SampleSource | None,
             source_name: str, batch_size: int, train_batch_size: int | None,
             truth: Truth | None, input_shape: tuple[int, ...] | None, arch: str | None,
-            progress: Progress | None = None) -> Prepared:
+            progress: Progress | None = None, collective: Collective | None = None,
+            loader: Loader = serial_loader) -> Prepared:
     """Apply ``modes`` to the runnable ``model`` on ``src`` (or on generated inputs)."""
+    collective = collective or Alone()
+    runner = None if src is None else Runner(src, progress or NoProgress(), collective, loader)
     if src is not None:
         example = src.load(np.arange(min(batch_size, len(src))))
         verified_on = f"{example[0].shape[0]} sample(s) from {source_name}"
@@ -67,12 +73,16 @@ def prepare(model: Model, modes: list[RewriteMode], *, src: SampleSource | None,
         example = _generated(model, input_shape)
         verified_on = f"{GENERATED_SAMPLES} generated inputs of shape {example[0].shape[1:]}"
     runnable = model.runnable(example)
-    stages = apply_modes(runnable, modes, src, example, batch_size, train_batch_size, progress)
+    stages = apply_modes(runnable, modes, runner, example, batch_size, train_batch_size)
     if runnable.notes:
         first = stages[0]
         stages[0] = replace(first, notes=[*runnable.notes, *first.notes])
+    metric = None
+    if truth is not None and runner is not None:
+        metric = (_score(stages[0].before, runner, truth, batch_size),
+                  _score(stages[-1].after, runner, truth, batch_size))
     return Prepared(str(model.path), tuple(stages), example, src, verified_on, truth, batch_size,
-                    arch)
+                    arch, metric, collective)
 
 
 def write(p: Prepared, out: Path, *, force: bool, keep_dropout: bool,
@@ -98,9 +108,8 @@ def write(p: Prepared, out: Path, *, force: bool, keep_dropout: bool,
         except BncheckError as e:
             # The staged file is gone when the user reads this: name the one they asked for.
             raise BncheckError(str(e).replace(str(staged.path), str(out))) from e
-        if p.truth is not None and p.src is not None:
-            checks.append(metric_check(p.stages[0].before, p.stages[-1].after, p.src, p.truth,
-                                       p.batch_size, force_worse))
+        if p.truth is not None and p.metric is not None:
+            checks.append(metric_check(*p.metric, p.truth, force_worse))
         if all(c.passed for c in checks):
             staged.commit()
             written = True
@@ -109,11 +118,8 @@ def write(p: Prepared, out: Path, *, force: bool, keep_dropout: bool,
                          written)
 
 
-def metric_check(original: Model, rewritten: Model, src: SampleSource, truth: Truth,
-                 batch_size: int, force_worse: bool) -> Check:
+def metric_check(before: float, after: float, truth: Truth, force_worse: bool) -> Check:
     """The task metric of the rewritten model may not fall below the original's."""
-    before, after = _score(original, src, truth, batch_size), _score(rewritten, src, truth,
-                                                                     batch_size)
     loss = (before - after) if truth.higher_is_better else (after - before)
     waived = " (--force-worse: not enforced)" if force_worse else ""
     name = (f"{truth.kind.value} no worse than the original: {truth.fmt(after)} against "
@@ -123,12 +129,11 @@ def metric_check(original: Model, rewritten: Model, src: SampleSource, truth: Tr
                  float("inf") if force_worse else 0.0)
 
 
-def _score(model: Model, src: SampleSource, truth: Truth, batch_size: int) -> float:
-    store = OutputStore(len(src))
+def _score(model: Model, runner: Runner, truth: Truth, batch_size: int) -> float:
+    n = len(runner.src)
+    store = runner.run(model, "metric", batch_size, np.arange(n))
     try:
-        for idx, arrays in batches(src, batch_size):
-            store.write(idx, model.run(arrays))
-        return truth.score(store, np.arange(len(src)))
+        return truth.score(store, np.arange(n))
     finally:
         store.close()
 

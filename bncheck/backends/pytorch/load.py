@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import pickle
-import sys
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -20,6 +17,7 @@ from torch import nn
 
 from bncheck.backends.pytorch.scan import check_zip_checkpoint, first_pickle_parses
 from bncheck.core.formats import ModelFormat
+from bncheck.core.imports import call_factory, cwd_importable
 from bncheck.errors import BncheckError
 
 # What reading a damaged zip archive raises (bad CRCs, cut members, bad headers).
@@ -155,7 +153,7 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
     except Exception as e:  # EOFError, RuntimeError from the zip reader, ...
         raise _damaged(path, e) from e
     try:
-        with warnings.catch_warnings(), _cwd_importable():
+        with warnings.catch_warnings(), cwd_importable():
             warnings.simplefilter("ignore")
             return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as e:  # arbitrary: the pickle may reference missing classes
@@ -213,42 +211,9 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return {k[n:]: v for k, v in sd.items()}, prefix
 
 
-@contextmanager
-def _cwd_importable() -> Iterator[None]:
-    """Model code named by --arch or by a pickle lives next to the user, as with ``python -m``;
-    the current directory is importable for that import only."""
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
 def build_arch(spec: str, state_dict: Mapping[str, torch.Tensor], path: Path) -> nn.Module:
     """Build ``package.module:factory`` (cwd importable) and load the weights strictly."""
-    mod_name, _, fn_name = spec.partition(":")
-    if not mod_name or not fn_name:
-        raise BncheckError(f"--arch {spec!r}: expected package.module:factory")
-    try:
-        with _cwd_importable():
-            factory = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise BncheckError(f"--arch {spec}: cannot import it ({e}); run from the folder that "
-                           "holds the package") from e
-    if not callable(factory):
-        raise BncheckError(f"--arch {spec}: {fn_name} is a {type(factory).__name__}, not a "
-                           "function that builds the model")
-    try:
-        model = factory()
-    except Exception as e:  # the user's own code: whatever it raises is theirs to fix
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise BncheckError(f"--arch {spec}: calling {fn_name}() raised {type(e).__name__}"
-                           f"{': ' + first if first else ''}; it must build the model with no "
-                           "arguments") from e
+    model = call_factory(spec, "--arch")
     if not isinstance(model, nn.Module):
         raise BncheckError(f"--arch {spec}: the factory returned {type(model).__name__}, "
                            "not an nn.Module")

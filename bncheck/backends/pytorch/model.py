@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def resolve_device(device: Device) -> torch.device:
         raise BncheckError("--device cuda: no CUDA device is available here; use --device cpu")
     if device is Device.CPU or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda")
+    # Under torchrun each rank has its own GPU.
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def load_torch_model(path: Path, fmt: ModelFormat, *, allow_pickle: bool, arch: str | None,

@@ -1,0 +1,51 @@
+"""torchrun: join the process group the launcher describes, and share results over it.
+
+Loaded only when WORLD_SIZE says there are several processes; plain ``bncheck`` never imports
+torch.distributed. gloo on CPU, nccl with --device cuda (each rank on GPU LOCAL_RANK).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from bncheck.core.options import Device
+
+# How long a rank waits for the others before giving up (a rank that died, a hung filesystem).
+DEFAULT_TIMEOUT_S = 600
+
+
+def world_size() -> int:
+    """The number of processes torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class TorchCollective:
+    """The processes of one torchrun job."""
+
+    def __init__(self, device: Device) -> None:
+        if not dist.is_initialized():
+            cuda = device is not Device.CPU and torch.cuda.is_available()
+            if cuda:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            timeout = timedelta(seconds=float(os.environ.get("BNCHECK_DIST_TIMEOUT",
+                                                             DEFAULT_TIMEOUT_S)))
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+            atexit.register(dist.destroy_process_group)
+        self.rank = dist.get_rank()
+        self.world = dist.get_world_size()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` from every rank, in rank order, on every rank."""
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        dist.barrier()

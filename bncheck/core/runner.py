@@ -1,0 +1,103 @@
+"""Passes over the samples: batches through a model, outputs parked on disk, taps merged.
+
+With several processes each rank runs its share of the batches, then the outputs and the tap
+moments are exchanged, so every rank ends a pass holding what one process would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from bncheck.core.collective import Alone, Collective
+from bncheck.core.data import SampleSource
+from bncheck.core.model import Model
+from bncheck.core.outputs import OutputStore
+from bncheck.core.progress import Progress
+from bncheck.core.taps import TapCollector
+from bncheck.errors import BncheckError
+
+# Batches exchanged at a time under torchrun: bounds what a rank holds of the others' results.
+WINDOW = 64
+# Loads the given index batches of a source, possibly in worker processes (--workers).
+Loader = Callable[[SampleSource, list[np.ndarray]], Iterator[tuple[np.ndarray, list[np.ndarray]]]]
+
+
+def serial_loader(src: SampleSource, chunks: list[np.ndarray]
+                  ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Load each batch in this process."""
+    for idx in chunks:
+        yield idx, src.load(idx)
+
+
+class Runner:
+    """Streams samples through models; counts forward passes."""
+
+    def __init__(self, src: SampleSource, progress: Progress,
+                 collective: Collective | None = None, loader: Loader = serial_loader) -> None:
+        self.src = src
+        self.progress = progress
+        self.collective = collective or Alone()
+        self.loader = loader
+        self.passes = 0
+
+    def run(self, model: Model, label: str, batch_size: int, order: np.ndarray, *,
+            taps: list[str] | None = None, on_tap: TapCollector | None = None,
+            keep_outputs: bool = True) -> OutputStore:
+        """Run the samples ``order`` in that order, in batches; outputs stored by sample index."""
+        store = OutputStore(len(self.src))
+        self.passes += 1
+        chunks = [order[s:s + batch_size] for s in range(0, order.size, batch_size)]
+        if self.collective.world == 1:
+            self._local(model, label, chunks, taps, on_tap, store, keep_outputs)
+        else:
+            self._shared(model, label, chunks, taps, on_tap, store, keep_outputs)
+        return store
+
+    def _local(self, model: Model, label: str, chunks: list[np.ndarray], taps: list[str] | None,
+               on_tap: TapCollector | None, store: OutputStore, keep_outputs: bool) -> None:
+        self.progress.start(label, sum(c.size for c in chunks))
+        for idx, arrays in self.loader(self.src, chunks):
+            out = model.run(arrays, taps or (), on_tap)
+            if keep_outputs:
+                store.write(idx, out)
+            self.progress.advance(idx.size)
+        self.progress.finish()
+
+    def _shared(self, model: Model, label: str, chunks: list[np.ndarray],
+                taps: list[str] | None, on_tap: TapCollector | None, store: OutputStore,
+                keep_outputs: bool) -> None:
+        """This rank's share of the batches (batch k when k mod world is its rank), exchanged
+        window by window; each batch's tap moments are merged in global batch order, so every
+        rank ends with exactly the accumulators one process would have."""
+        c = self.collective
+        mine = [k for k in range(len(chunks)) if k % c.world == c.rank]
+        self.progress.start(label, sum(chunks[k].size for k in mine))
+        error = None
+        for start in range(0, len(chunks), WINDOW):
+            ks = [k for k in mine if start <= k < start + WINDOW]
+            done: dict[int, tuple[np.ndarray, np.ndarray | None, TapCollector | None]] = {}
+            if error is None:
+                try:
+                    batches = self.loader(self.src, [chunks[k] for k in ks])
+                    for k, (idx, arrays) in zip(ks, batches, strict=True):
+                        collector = TapCollector() if on_tap is not None else None
+                        out = model.run(arrays, taps or (), collector)
+                        done[k] = (idx, out if keep_outputs else None, collector)
+                        self.progress.advance(idx.size)
+                except BncheckError as e:
+                    error = str(e)
+            shared = c.gather((done, error))
+            # Every rank sees the same errors, so every rank stops alike, with the same sentence.
+            first = next((e for _, e in shared if e is not None), None)
+            if first is not None:
+                raise BncheckError(first)
+            merged = {k: v for part, _ in shared for k, v in part.items()}
+            for k in sorted(merged):
+                idx, out, collector = merged[k]
+                if out is not None:
+                    store.write(idx, out)
+                if on_tap is not None and collector is not None:
+                    on_tap.merge(collector)
+        self.progress.finish()

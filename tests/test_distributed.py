@@ -1,0 +1,112 @@
+"""torchrun with 2 processes (gloo, CPU) gives what one process gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, ROOT, model_path
+
+TIMEOUT_S = 240
+MODEL = model_path("digits_m0", "full")  # never-updated stats: every candidate runs
+
+
+def _env() -> dict[str, str]:
+    # torchrun gives each worker one thread; the single process must match it, since float32
+    # kernels sum in another order with more threads.
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _one(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bncheck", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S, env=_env(),
+                          check=False)
+
+
+def _two(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", str(29500 + os.getpid() % 1000), "-m", "bncheck",
+                           *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, env=_env(), check=False)
+
+
+def _close(a: object, b: object, path: str = "") -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("data", [str(DATA / "digits_x.npy"), "tests.support.datasets:digits"])
+def test_compare_json_equals_one_process(data: str) -> None:
+    args = ("compare", MODEL, "--allow-pickle", "--data", data, "--format", "json")
+    one, two = _one(*args), _two(*args)
+    assert one.returncode == two.returncode == 1, two.stderr[-2000:]
+    a, b = json.loads(one.stdout), json.loads(two.stdout)  # rank 1 printed nothing
+    assert a["verdict"] == b["verdict"] == "mismatch"
+    assert a["recommendation"]["mode"] == b["recommendation"]["mode"] == "recalibrate"
+    for doc in (a, b):
+        doc.pop("model", None)
+    _close(a, b)
+
+
+def test_a_dataset_factory_equals_the_same_samples_in_a_file() -> None:
+    by_file = json.loads(_one("compare", MODEL, "--allow-pickle", "--data", DATA / "digits_x.npy",
+                              "--format", "json").stdout)
+    by_factory = json.loads(_one("compare", MODEL, "--allow-pickle", "--data",
+                                 "tests.support.datasets:digits", "--workers", "2",
+                                 "--format", "json").stdout)
+    _close(by_file["candidates"], by_factory["candidates"])
+    _close(by_file["layer_metrics"], by_factory["layer_metrics"])
+
+
+def test_seven_samples_over_two_ranks_count_seven() -> None:
+    # At training batch size 1 every sample is used (the U-Net has no BN on (N, C)).
+    args = ("compare", model_path("pix_bs1", "full"), "--allow-pickle", "--data",
+            DATA / "pix_inputs.npy", "--limit", "7", "--train-batch-size", "1", "--batch-size", "2",
+            "--format", "json")
+    a, b = json.loads(_one(*args).stdout), json.loads(_two(*args).stdout)
+    assert b["samples"]["total"] == b["samples"]["used"] == 7
+    _close({k: a[k] for k in ("samples", "candidates", "layer_metrics")},
+           {k: b[k] for k in ("samples", "candidates", "layer_metrics")})
+
+
+def test_recalibrate_writes_the_same_file(tmp_path: Path) -> None:
+    files = []
+    for runner, name in ((_one, "one.pt"), (_two, "two.pt")):
+        out = tmp_path / name
+        r = runner("rewrite", MODEL, "--allow-pickle", "--mode", "recalibrate", "-o", out,
+                   "--data", DATA / "digits_x.npy")
+        assert r.returncode == 0, r.stderr[-2000:]
+        files.append(torch.load(out, weights_only=False).state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.pt", "two.pt"]  # rank 0 wrote
+    for key in files[0]:
+        if key.endswith(("running_mean", "running_var")):
+            np.testing.assert_allclose(files[1][key].double().numpy(),
+                                       files[0][key].double().numpy(), rtol=1e-9, err_msg=key)
+
+
+def test_bad_data_on_one_rank_ends_both_with_exit_2() -> None:
+    start = time.monotonic()
+    r = _two("compare", MODEL, "--allow-pickle", "--data", "tests.support.datasets:faulty_digits",
+             "--format", "json")
+    assert time.monotonic() - start < 60
+    assert r.returncode != 0 and r.stdout == ""
+    errors = [line for line in r.stderr.splitlines() if line.startswith("bncheck: error:")]
+    assert len(errors) == 2 and errors[0] == errors[1], r.stderr[-2000:]
+    assert "record 205 is corrupt" in errors[0]

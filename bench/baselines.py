@@ -45,6 +45,33 @@ def update_bn(model: str, data: str, bs: str, out: str) -> None:
     torch.save(m, out)
 
 
+def torch_eval_cuda(model: str, data: str, bs: str) -> None:
+    """Plain eval-mode forward on the GPU."""
+    import numpy as np
+    import torch
+
+    m = torch.load(model, weights_only=False).eval().cuda()
+    x = np.load(data, mmap_mode="r")
+    with torch.no_grad():
+        for s in range(0, len(x), int(bs)):
+            m(torch.from_numpy(np.ascontiguousarray(x[s:s + int(bs)])).cuda())
+    torch.cuda.synchronize()
+
+
+def update_bn_cuda(model: str, data: str, bs: str, out: str) -> None:
+    """update_bn on the GPU, then save."""
+    import numpy as np
+    import torch
+    from torch.optim.swa_utils import update_bn as swa_update_bn
+
+    m = torch.load(model, weights_only=False).cuda()
+    x = np.load(data, mmap_mode="r")
+    loader = [torch.from_numpy(np.ascontiguousarray(x[s:s + int(bs)])).cuda()
+              for s in range(0, len(x), int(bs))]
+    swa_update_bn(loader, m)
+    torch.save(m.cpu(), out)
+
+
 def torch_load(path: str) -> None:
     """Read a checkpoint."""
     import torch
@@ -55,7 +82,8 @@ def torch_load(path: str) -> None:
 def main() -> None:
     """Dispatch on argv[1]."""
     fn = {"torch-eval": torch_eval, "ort-eval": ort_eval, "update-bn": update_bn,
-          "torch-load": torch_load}[sys.argv[1]]
+          "torch-load": torch_load, "torch-eval-cuda": torch_eval_cuda,
+          "update-bn-cuda": update_bn_cuda}[sys.argv[1]]
     fn(*sys.argv[2:])
 
 

@@ -110,3 +110,12 @@ def test_bad_data_on_one_rank_ends_both_with_exit_2() -> None:
     errors = [line for line in r.stderr.splitlines() if line.startswith("bncheck: error:")]
     assert len(errors) == 2 and errors[0] == errors[1], r.stderr[-2000:]
     assert "record 205 is corrupt" in errors[0]
+
+
+def test_a_rank_killed_mid_run_ends_the_others_quickly() -> None:
+    start = time.monotonic()
+    r = _two("compare", MODEL, "--allow-pickle", "--data", "tests.support.datasets:dying_digits",
+             "--format", "json")
+    took = time.monotonic() - start
+    assert r.returncode != 0 and r.stdout == ""
+    assert took < 60, took  # the process-group timeout is 600 s

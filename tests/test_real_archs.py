@@ -169,3 +169,20 @@ def test_rounding_does_not_refuse_a_correct_instance_norm(tmp_path_factory: pyte
     got = _ort(out, built.x[:16], 16)
     want = _torch(_train_mode(built.net), built.x[:16], 1)
     assert _rel(got, want) < 1e-2
+
+
+def test_contrast_shift_on_resnet18_is_reported_per_layer(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The trial's case: a net whose output is dominated by batch noise, fed contrast-shifted
+    # photos. Whatever the output verdict, the first layer's finding is in the text and the JSON.
+    built = Built(tmp_path_factory.mktemp("r18"), "tv_resnet18", 32)
+    shifted = built.data.with_name("shifted.npy")
+    np.save(shifted, (built.x * 0.4 + 0.55).astype(np.float32))
+    args = (str(built.weights), "--arch", ARCH + built.factory, "--data", str(shifted))
+    doc = cli("compare", *args, "--format", "json").json()
+    found = [f for f in doc["findings"] if f["code"] == "stats-divergence"]
+    assert any(f["layer"] == "bn1" for f in found), doc["findings"]
+    text = cli("compare", *args).out
+    assert "bn1: running stats diverge" in text.replace("\n", " ")
+    header = text.splitlines()[0]
+    assert "no findings" not in header

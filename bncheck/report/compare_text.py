@@ -130,4 +130,4 @@ def _layers(c: Measurements) -> Table:
 
 
 def _key(x: float) -> float:
-    return x if math.isfinite(x) else 1e300
+    return x if math.isfinite(x) else math.inf

@@ -9,6 +9,10 @@ from bncheck.core.compare import Measurements
 from bncheck.core.verdict import Verdict
 from bncheck.errors import BncheckError
 
+# Bars are drawn up to these heights: a KL above the cap, or an infinite discrepancy (NaN stats),
+# would flatten every other bar.
+KL_BAR_CAP = 50.0
+INFINITE_BAR = 10.0
 
 def write_plot(c: Measurements, v: Verdict, path: Path) -> None:
     """Two panels: KL per layer (both propagations) and candidates against the tolerance."""
@@ -22,7 +26,7 @@ def write_plot(c: Measurements, v: Verdict, path: Path) -> None:
     layers = sorted(c.layers, key=lambda r: r.order)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
     names = [r.layer.name for r in layers]
-    cap = 50.0
+    cap = KL_BAR_CAP
     ref = [min(r.reference.kl, cap) if math.isfinite(r.reference.kl) else cap for r in layers]
     ev = [min(r.eval.kl, cap) if math.isfinite(r.eval.kl) else cap for r in layers]
     xs = range(len(names))
@@ -35,7 +39,7 @@ def write_plot(c: Measurements, v: Verdict, path: Path) -> None:
     ax1.legend()
     ax1.set_title("per-layer divergence")
     cands = list(c.candidates.values())
-    vals = [d.mean if math.isfinite(d.mean) else 10.0 for d in cands]
+    vals = [d.mean if math.isfinite(d.mean) else INFINITE_BAR for d in cands]
     colors = ["tab:green" if d.mean <= v.tolerance else "tab:red" for d in cands]
     ax2.bar([d.name for d in cands], vals, color=colors)
     ax2.axhline(v.tolerance, color="k", linestyle="--", label=f"tolerance {v.tolerance:.3f}")

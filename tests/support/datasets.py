@@ -37,3 +37,23 @@ def digits() -> Dataset:  # type: ignore[type-arg]
 def faulty_digits() -> Dataset:  # type: ignore[type-arg]
     """Digits with one unreadable record."""
     return Digits(bad=BAD_ITEM)
+
+
+class _Dies(Digits):
+    """Rank 1 of 2 dies outright (no exception, no goodbye) on its third batch."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import os
+
+        if os.environ.get("RANK") == "1" and i == DIES_AT:
+            os._exit(9)
+        return super().__getitem__(i)
+
+
+# An item in batch 5 at batch size 16, which rank 1 of 2 runs.
+DIES_AT = 85
+
+
+def dying_digits() -> Dataset:  # type: ignore[type-arg]
+    """Digits whose reader on rank 1 is killed mid-run."""
+    return _Dies()

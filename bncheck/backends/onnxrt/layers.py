@@ -26,7 +26,6 @@ class OnnxLayerRef:
     """Where a layer lives in the graph: its node and the tensor it normalizes."""
 
     name: str
-    node_name: str
     input: str
 
 
@@ -72,7 +71,7 @@ def discover(model: onnx.ModelProto) -> tuple[list[NormLayer], list[OnnxLayerRef
             continue
         name = layer_name(node, i)
         layers.append(_describe(node, name, family, consts))
-        refs.append(OnnxLayerRef(name, node.name, node.input[0]))
+        refs.append(OnnxLayerRef(name, node.input[0]))
     return layers, refs
 
 

@@ -20,11 +20,6 @@ from bncheck.core.options import Device
 DEFAULT_TIMEOUT_S = 600
 
 
-def world_size() -> int:
-    """The number of processes torchrun started (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 class TorchCollective:
     """The processes of one torchrun job."""
 

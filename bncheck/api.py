@@ -73,9 +73,7 @@ def load(model: Any, *, arch: str | None = None, allow_pickle: bool = False,
 
 def collective(device: Device | str = Device.CPU) -> Collective:
     """The processes of this job: several under torchrun, else this one alone."""
-    import os as _os
-
-    if int(_os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Alone()
     from bncheck.backends.pytorch.distributed import TorchCollective
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -243,12 +243,3 @@ def _check_shapes(src: SampleSource, path: Path,
             exp = "(N, " + ", ".join("?" if w is None else str(w) for w in want[1:]) + ")"
             raise BncheckError(f"--data {path}: samples have shape (N, "
                                f"{', '.join(map(str, got.shape[1:]))}); the model expects {exp}")
-
-
-def batches(src: SampleSource, batch_size: int, order: np.ndarray | None = None
-            ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
-    """Yield (indices, arrays) in batches of ``batch_size`` (the last may be smaller)."""
-    idx = np.arange(len(src)) if order is None else order
-    for start in range(0, idx.size, batch_size):
-        sel = idx[start:start + batch_size]
-        yield sel, src.load(sel)

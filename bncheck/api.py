@@ -216,22 +216,18 @@ class Rewritten:
     @property
     def module(self) -> Any:
         """The rewritten ``nn.Module`` (a torch model)."""
-        module = getattr(self.model, "module", None)
-        if module is None:
-            from bncheck.errors import BncheckError
-
-            raise BncheckError("this model is ONNX: use .proto")
-        return module
+        return self._in_memory("module", "this model is ONNX: use .proto")
 
     @property
     def proto(self) -> Any:
         """The rewritten ``onnx.ModelProto`` (an ONNX model)."""
-        proto = getattr(self.model, "proto", None)
-        if proto is None:
-            from bncheck.errors import BncheckError
+        return self._in_memory("proto", "this model is a torch module: use .module")
 
-            raise BncheckError("this model is a torch module: use .module")
-        return proto
+    def _in_memory(self, attr: str, otherwise: str) -> Any:
+        value = getattr(self.model, attr, None)
+        if value is None:
+            raise BncheckError(otherwise)
+        return value
 
     def save(self, path: PathLike, *, force: bool = False, keep_dropout: bool = False,
              force_worse: bool = False) -> RewriteReport:

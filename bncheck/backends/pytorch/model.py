@@ -143,12 +143,12 @@ class TorchModel:
 
     def run(self, batch: Sequence[np.ndarray], taps: Sequence[str] = (),
             on_tap: TapFn | None = None) -> np.ndarray:
-        """Forward one batch under no_grad; pre-hooks hand each tapped layer's input over."""
+        """Forward one batch under no_grad; pre-hooks reduce each tapped layer's input on the
+        device, and the summaries cross to the host together once the pass is over."""
         assert self.module is not None
-        handles = []
-        for name in taps:
-            handles.append(self.module.get_submodule(name).register_forward_pre_hook(
-                self._hook(name, on_tap)))
+        pending: list[_Reduced] = []
+        handles = [self.module.get_submodule(name).register_forward_pre_hook(
+            _hook(name, pending)) for name in (taps if on_tap is not None else ())]
         try:
             with torch.no_grad(), full_precision():
                 out = self.module(*self._tensors(batch))
@@ -162,18 +162,10 @@ class TorchModel:
         finally:
             for h in handles:
                 h.remove()
+        if on_tap is not None:
+            for name, summary in to_host(pending):
+                on_tap(name, summary)
         return _flatten(out, batch[0].shape[0])
-
-    def _hook(self, name: str, on_tap: TapFn | None):  # type: ignore[no-untyped-def]
-        def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            if on_tap is None:
-                return
-            try:
-                on_tap(name, summarize(args[0]))
-            except Exception as e:  # anything failing here is bncheck's fault, not the model's
-                raise _TapFailure(f"tap on {name} failed") from e
-
-        return hook
 
     def apply(self, mode: RewriteMode, stats: PopulationStats | None = None,
               shapes: LayerShapes | None = None) -> PassResult:
@@ -233,23 +225,56 @@ class TorchModel:
             torch.save(self.checkpoint.rebuilt(state), str(path))
 
 
-def summarize(x: torch.Tensor) -> TapSummary:
+# One tapped layer's input, reduced on its device: (name, (N, C) means, (N, C) sums of squared
+# deviations, one sample's shape).
+_Reduced = tuple[str, torch.Tensor, torch.Tensor, tuple[int, ...]]
+
+
+def reduce_on_device(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and sum of squared deviations, computed where ``x`` lives.
 
     Two passes in the activation's own precision (half precision is widened to float32 first):
     the mean, then the squared deviations from it, so a large offset does not cancel the
-    variance. Only the (N, C) results are copied to the host, in float64.
+    variance.
     """
-    x = x.detach()
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
-    n, c = x.shape[0], x.shape[1]
-    xs = x.reshape(n, c, -1)
-    mean = xs.mean(dim=2)
-    dev = xs - mean[:, :, None]
+    xs = x.reshape(x.shape[0], x.shape[1], -1)
+    mean = xs.mean(dim=2, keepdim=True)
+    dev = xs - mean
     dev.mul_(dev)  # squared in place: one temporary the size of x, not two (3x faster here)
-    m2 = dev.sum(dim=2)
-    return TapSummary(mean.double().cpu().numpy(), m2.double().cpu().numpy(), tuple(x.shape[1:]))
+    return mean.squeeze(2), dev.sum(dim=2)
+
+
+def to_host(pending: Sequence[_Reduced]) -> list[tuple[str, TapSummary]]:
+    """The summaries of one pass as float64 host arrays, in tap order.
+
+    One concatenated copy: on a GPU each ``.cpu()`` waits for the device, so copying per layer
+    would stall the pass once per layer.
+    """
+    if not pending:
+        return []
+    flat = torch.cat([t.reshape(-1) for _, mean, m2, _ in pending for t in (mean, m2)])
+    host = flat.to(torch.float64).cpu().numpy()
+    out, at = [], 0
+    for name, mean, _, shape in pending:
+        size, n_c = mean.numel(), tuple(mean.shape)
+        out.append((name, TapSummary(host[at:at + size].reshape(n_c),
+                                     host[at + size:at + 2 * size].reshape(n_c), shape)))
+        at += 2 * size
+    return out
+
+
+def _hook(name: str, pending: list[_Reduced]):  # type: ignore[no-untyped-def]
+    def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]
+        try:
+            mean, m2 = reduce_on_device(x)
+        except Exception as e:  # anything failing here is bncheck's fault, not the model's
+            raise _TapFailure(f"tap on {name} failed") from e
+        pending.append((name, mean, m2, tuple(x.shape[1:])))
+
+    return hook
 
 
 class _TapFailure(Exception):

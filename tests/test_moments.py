@@ -93,3 +93,23 @@ def test_taps_are_exact_under_a_large_offset(tmp_path: Path) -> None:
         pop = taps.acc["0"].population
         np.testing.assert_allclose(pop.mean, x64.mean((0, 2, 3)), rtol=1e-5)
         np.testing.assert_allclose(pop.var, x64.var((0, 2, 3)), rtol=1e-5)
+
+
+def test_device_summaries_cross_to_the_host_in_tap_order_for_every_dtype() -> None:
+    import torch
+
+    from bncheck.backends.pytorch.model import reduce_on_device, to_host
+
+    # One host copy per pass: layers of different widths, ranks and dtypes share one buffer.
+    torch.manual_seed(0)
+    xs = [torch.randn(4, 3, 5, 5).half() + 100, torch.randn(4, 2, 7).double() * 3,
+          torch.randn(4, 6).bfloat16(), torch.randn(4, 1, 2, 2)]
+    pending = [(f"l{i}", *reduce_on_device(x), tuple(x.shape[1:])) for i, x in enumerate(xs)]
+    got = to_host(pending)
+    assert [name for name, _ in got] == ["l0", "l1", "l2", "l3"]
+    for (_, s), x in zip(got, xs, strict=True):
+        x64 = x.double().reshape(x.shape[0], x.shape[1], -1).numpy()
+        assert s.mean.dtype == np.float64 and s.shape == tuple(x.shape[1:])
+        np.testing.assert_allclose(s.mean, x64.mean(2), rtol=1e-6)
+        dev = x64 - x64.mean(2, keepdims=True)
+        np.testing.assert_allclose(s.m2, (dev * dev).sum(2), rtol=1e-5, atol=1e-6)

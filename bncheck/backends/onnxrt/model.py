@@ -205,7 +205,11 @@ class OnnxModel:
         base = ensure_opset(self.proto)
         inputs = {r.name: r.input for r in self._refs}
         known = {inputs[n]: (None, *s) for n, s in (shapes or {}).items() if n in inputs}
-        proto, notes = apply_pass(base, mode, {**static_shapes(base), **known}, stats)
+        norm_inputs = {n.input[0] for n in base.graph.node if n.op_type == "BatchNormalization"}
+        # Shape inference over the whole graph costs more than the pass itself; skip it when a
+        # tapped run has shown every BN input's shape.
+        static = {} if norm_inputs <= known.keys() else static_shapes(base)
+        proto, notes = apply_pass(base, mode, {**static, **known}, stats)
         if opset(base) != opset(self.proto):
             notes.append(f"opset {opset(self.proto)} converted to {opset(base)}: older "
                          "BatchNormalization semantics differ")

@@ -259,14 +259,21 @@ NOTES = """
 ## Notes
 
 - **Where the statistics are computed.** Taps reduce each tapped layer input per sample and
-  channel where it lives: the torch hook runs a two-pass mean and sum of squared deviations on
-  the device (float32, half precision widened), and the onnxruntime graph computes the same
-  reductions in float64 as extra outputs. Only (N, C) summaries reach the core, which merges them
-  in float64. The accuracy of that scheme under a 1e4 offset is a test
-  (`tests/test_moments.py`), not a bench row.
+  channel where it lives. The torch hook runs a two-pass mean and sum of squared deviations on
+  the device (float32, half precision widened) and keeps the (N, C) results there until the
+  forward pass ends; then one concatenated copy goes to the host. The onnxruntime graph computes
+  the same reductions in float64 as extra outputs. The core merges the summaries in float64. The
+  accuracy of that scheme under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
 - **`compare` passes.** A healthy model needs three passes (eval with taps, the training-mode
-  reference with taps, the re-batched reference for the noise floor); a mismatched one two more;
-  whole-process times include start-up (imports are a large share for the small models here).
+  reference with taps, the re-batched reference for the noise floor); a mismatched one more
+  (the candidate fixes, and a preprocessing probe for an input shift). Whole-process times
+  include start-up (imports are a large share for the small models here).
+- **Noise.** This 2-CPU machine's speed drifts by tens of percent within minutes. Ratios are
+  taken within one run, but a row can still move. On the day of this run the taps row gave
+  0.95x to 1.15x in 12 fresh processes of 21 interleaved pairs each (median 1.02x); the ONNX
+  `compare` row gave 4.07x to 4.13x in three repeats outside `make bench`, and 5.91x in a
+  `make bench` run while the machine was busy; `inspect` of the 98 MiB state_dict gave 1.34x,
+  1.47x and 1.54x in three `make bench` runs (target 1.5x).
 - **torchrun scaling** is measured with one thread per process on this 2-core machine, so the
   two processes cannot use more cores than the machine has; start-up and process-group set-up
   are part of both figures.
@@ -274,25 +281,29 @@ NOTES = """
 
 ## Where a target is not met
 
-- **Taps overhead, 1.21x (target 1.15x; 1.64x before).** The torch hook now reduces on the
-  device in float32 and hands over (N, C) summaries, instead of float64 numpy reductions over
-  whole activations. What is left is three passes over each tapped activation (mean, deviations,
-  squares summed) on a model whose convolutions are cheap (width 32, 32x32 inputs). torch's
-  single-kernel `var_mean` measured slower here (6.0 ms vs 2.7 ms for 4 M elements). On a GPU,
-  or on wider models, the share falls.
-- **`compare` on ONNX, 4.19x (target 3.0x; 4.87x before).** Three passes plus a baseline process
-  that is mostly start-up (0.49 s in all); the reductions now run inside the graph in float64.
-- **`rewrite --mode recalibrate`, 2.19x (target 1.5x; 1.37x before).** Recalibration now gathers
-  its statistics as compare does (issue 13): an eval pass to estimate the training batch size, then
-  the reference at that size, over shuffled batches; `update_bn` makes one pass at whatever batch
-  size it is given, and is less exact (2.6e-05 against 4.6e-09 here).
-- **instance-norm latency, 1.22x (target 1.15x).** As before: onnxruntime folds the original BN
-  into Conv, per-sample statistics cost a reduction per activation; run-to-run spread +-0.06x.
-- **`inspect` of a 98 MiB state_dict, 1.53x (target 1.5x; 1.21x before).** The dry run of the
-  checkpoint's pickle (safety: storage sizes checked before torch allocates them) reads the pickle
-  once more; about 0.2 s here.
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.19x in the previous run).** Three
+  passes, each slower than plain inference: with a BN input tapped, onnxruntime can no longer
+  fold that BN into its Conv and adds layout reorders around it (eval with taps is about 1.25x a
+  plain pass; the batch-statistics reference about 1.2x, with its taps 1.35x). Start-up is about
+  0.45 s more than the baseline's (typer, pydantic, onnx imports; three sessions). Three passes
+  at about 1.25x each are 3.75 pass-equivalents before start-up: the floor of this design is
+  above 3.0x here. Tried and measured, not kept: float32 in-graph reductions (a tapped pass 6%
+  faster, but 1.8e-05 relative variance error on 512x512 maps under the 1e4 offset, over the
+  1e-05 promise); a reference BN built from the per-sample summaries (tapped reference 10%
+  faster, untapped one 15% slower); sharing the tapped session with the noise-floor pass (no
+  change).
+- **`rewrite --mode recalibrate` (target 1.5x; 1.37x before issue 13).** Recalibration gathers
+  its statistics as compare does (issue 13): an eval pass to estimate the training batch size,
+  then the reference at that size, over shuffled batches; `update_bn` makes one pass at whatever
+  batch size it is given, and is less exact (2.6e-05 against 4.6e-09 here).
+- **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
+  onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
+  run-to-run spread (1.02x in the previous run, 1.03x in another run today).
+- **instance-norm latency (target 1.15x).** onnxruntime folds the original BN into Conv;
+  per-sample statistics cost a reduction per activation.
 - **ResNet-50 layout at 224x224 on CPU** is one run of 16 samples: a plain forward of this model
-  takes 126 s on these 2 cores, so the row is for information.
+  takes 150 s on these 2 cores (most of it in the kernel: glibc maps and unmaps each activation
+  over 32 MiB, and page faults are slow on this VM), so the row is for information.
 
 ## GPU rows
 

@@ -251,8 +251,8 @@ def to_host(pending: Sequence[_Reduced]) -> list[tuple[str, TapSummary]]:
 
     One concatenated copy once the forward pass is over: on a GPU each ``.cpu()`` waits for the
     device, so copying per layer would stall the pass once per layer; on a CPU, merging into the
-    numpy accumulators between the layers' kernels measured a 1.21x tap overhead, after the pass
-    about 1.1x (bench/RESULTS.md).
+    numpy accumulators between the layers' kernels cost 1.10x to 1.21x the untapped pass, after
+    the pass 1.00x to 1.05x (docs/design.md, "Statistics").
     """
     if not pending:
         return []

@@ -241,20 +241,22 @@ def test_a_graph_that_only_runs_at_batch_1(tmp_path: Path) -> None:
     assert r.code == 0, r.out + r.err
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_modules(tmp_path: Path, dtype: str) -> None:
+def test_half_precision_modules(tmp_path: Path, dtype: str, device: str) -> None:
     import bncheck
 
     net = torch.load(model_path("digits", "full"), weights_only=False).eval()
     half = net.to(getattr(torch, dtype))
     x = np.load(DATA / "digits_x.npy")
-    result = bncheck.compare(half, x, train_batch_size=32)
+    result = bncheck.compare(half, x, train_batch_size=32, device=device)
     # Statistics are gathered in float32 or wider, whatever the model computes in.
     assert result.verdict.verdict.value == "ok"
     layer = result.measurements.layers[0]
     assert layer.reference.kl < 0.1
     out = tmp_path / "fold.pt2"
-    report = bncheck.rewrite(half, "fold", data=x).save(out)
+    report = bncheck.rewrite(half, "fold", data=x, device=device).save(out)
     assert report.ok, [(c.name, c.measured, c.tolerance) for c in report.checks]
 
 

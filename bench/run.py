@@ -264,10 +264,12 @@ NOTES = """
   forward pass ends; then one concatenated copy goes to the host. The onnxruntime graph computes
   the same reductions in float64 as extra outputs. The core merges the summaries in float64. The
   accuracy of that scheme under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
-- **`compare` passes.** A healthy model needs three passes (eval with taps, the training-mode
-  reference with taps, the re-batched reference for the noise floor); a mismatched one more
-  (the candidate fixes, and a preprocessing probe for an input shift). Whole-process times
-  include start-up (imports are a large share for the small models here).
+- **`compare` passes.** A healthy model needs three passes: eval with taps, the training-mode
+  reference with taps, and the re-batched reference for the noise floor. The noise-floor pass
+  stops early once the rest of it cannot change the verdict. Here that is after 4 of its 8
+  batches (see docs/design.md). A mismatched model gets the whole noise-floor pass and more:
+  the candidate fixes, and a preprocessing probe for an input shift. Whole-process times include
+  start-up, and imports are a large share of them for the small models here.
 - **Noise.** This 2-CPU machine's speed drifts by tens of percent within minutes. Ratios are
   taken within one run, but a row can still move. On the day of this run the taps row gave
   0.95x to 1.15x in 12 fresh processes of 21 interleaved pairs each (median 1.02x); the ONNX
@@ -281,17 +283,26 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.19x in the previous run).** Three
-  passes, each slower than plain inference: with a BN input tapped, onnxruntime can no longer
-  fold that BN into its Conv and adds layout reorders around it (eval with taps is about 1.25x a
-  plain pass; the batch-statistics reference about 1.2x, with its taps 1.35x). Start-up is about
-  0.45 s more than the baseline's (typer, pydantic, onnx imports; three sessions). Three passes
-  at about 1.25x each are 3.75 pass-equivalents before start-up: the floor of this design is
-  above 3.0x here. Tried and measured, not kept: float32 in-graph reductions (a tapped pass 6%
-  faster, but 1.8e-05 relative variance error on 512x512 maps under the 1e4 offset, over the
-  1e-05 promise); a reference BN built from the per-sample summaries (tapped reference 10%
-  faster, untapped one 15% slower); sharing the tapped session with the noise-floor pass (no
-  change).
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.10x in the previous run).** Each pass
+  is slower than plain inference. Measured as medians of 15 interleaved rounds of 8 batches,
+  with the sessions built as bncheck builds them:
+  - eval with taps: 1.29x a plain pass;
+  - the batch-statistics reference: 1.20x, and 1.49x with its taps.
+
+  Of the eval pass's 0.29x, 0.08x is the tapped tensor's second consumer: onnxruntime no longer
+  fuses that BN into its Conv and adds layout reorders. The float64 reductions are the rest.
+  Start-up costs about 0.3 s more than the baseline's: the typer, rich and onnx imports, and three
+  sessions against one. With the noise-floor pass cut to half, that is still about 3.4
+  pass-equivalents before start-up.
+
+  Tried and measured, not kept:
+  - float32 in-graph reductions: eval with taps 1.18x and the tapped reference 1.29x. But the
+    variance error on 512x512 maps under the 1e4 offset was 1.8e-05 relative, over the 1e-05
+    promise;
+  - a reference BN built from the per-sample summaries: the tapped reference was 10% faster,
+    the untapped one 15% slower;
+  - sharing the tapped session with the noise-floor pass: no change.
+
 - **`rewrite --mode recalibrate` (target 1.5x; 1.37x before issue 13).** Recalibration gathers
   its statistics as compare does (issue 13): an eval pass to estimate the training batch size,
   then the reference at that size, over shuffled batches; `update_bn` makes one pass at whatever

@@ -65,6 +65,19 @@ def test_compare_json_equals_one_process(data: str) -> None:
     _close(a, b)
 
 
+def test_a_noise_floor_that_stops_early_stops_at_the_same_batch() -> None:
+    # Healthy: the noise-floor pass stops at a checkpoint, which both ranks reach together.
+    args = ("compare", model_path("digits", "full"), "--allow-pickle", "--data",
+            DATA / "digits_x.npy", "--format", "json")
+    one, two = _one(*args), _two(*args)
+    assert one.returncode == two.returncode == 0, two.stderr[-2000:]
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["noise_floor"]["notes"][0].startswith("the noise floor was measured on 128 of 256")
+    for doc in (a, b):
+        doc.pop("model", None)
+    _close(a, b)
+
+
 def test_a_dataset_factory_equals_the_same_samples_in_a_file() -> None:
     by_file = json.loads(_one("compare", MODEL, "--allow-pickle", "--data", DATA / "digits_x.npy",
                               "--format", "json").stdout)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_batch_size
-from bncheck.core.compare import Discrepancy, Measurements
+from bncheck.core.compare import Measurements
 from bncheck.core.diagnosis import divergence
+from bncheck.core.discrepancy import Discrepancy
 from bncheck.core.layers import Family, MomentumNote, NormLayer
 from bncheck.core.model import TapSummary
 from bncheck.core.moments import LayerAccumulator

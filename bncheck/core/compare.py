@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,45 +18,19 @@ from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource
 from bncheck.core.collective import Collective
 from bncheck.core.data import SampleSource
 from bncheck.core.diagnosis import LayerDivergence, divergence
+from bncheck.core.discrepancy import Discrepancy, Distance
 from bncheck.core.layers import NormLayer
-from bncheck.core.metrics import CHUNK, Truth
+from bncheck.core.metrics import Truth
 from bncheck.core.model import LayerShapes, Model
 from bncheck.core.moments import Moments
-from bncheck.core.numerics import TINY
+from bncheck.core.noise import noise_floor
 from bncheck.core.options import RewriteMode
-from bncheck.core.outputs import OutputStore
 from bncheck.core.progress import NoProgress, Progress
-from bncheck.core.reference import SHUFFLE_SEED, plan_reference
+from bncheck.core.reference import plan_reference
 from bncheck.core.runner import Loader, Runner, serial_loader
 from bncheck.core.shift import InputExpectation, ShiftEvidence, input_shift, probe_preprocessing
 from bncheck.core.taps import TapCollector
 from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
-
-# Outputs this wide or narrower are read as class scores (argmax agreement is reported).
-MAX_CLASSES = 1000
-# A sample's error is relative to its reference output's norm, but never to less than this share
-# of the median norm: a near-empty output (an all-black image) would otherwise turn a tiny
-# absolute difference into a huge relative one and dominate the mean.
-NORM_FLOOR = 0.1
-
-
-@dataclass(frozen=True)
-class Discrepancy:
-    """Per-sample relative L2 distance of one way of running the model from the reference."""
-
-    name: str
-    batch_size: int
-    mean: float
-    median: float
-    p90: float
-    argmax_agreement: float | None
-    notes: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, object]:
-        """JSON-ready dict."""
-        return {"name": self.name, "batch_size": self.batch_size, "mean": self.mean,
-                "median": self.median, "p90": self.p90,
-                "argmax_agreement": self.argmax_agreement, "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -123,11 +97,11 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     ref_model = model.apply(RewriteMode.REFERENCE, shapes=shapes).model
     ref_taps = TapCollector()
     ref = runner.run(ref_model, "reference", b, used, taps=list(layers), on_tap=ref_taps)
-    cands: dict[str, Discrepancy] = {"eval": _discrepancy("eval", batch_size, eval_store, ref,
-                                                          used)}
+    dist = Distance(ref, used)
+    cands: dict[str, Discrepancy] = {"eval": dist.discrepancy("eval", batch_size, eval_store)}
     metrics = {} if truth is None else {"eval": truth.score(eval_store, used)}
     eval_store.close()
-    noise = _noise_floor(runner, ref_model, ref, b, used)
+    noise = noise_floor(runner, ref_model, dist, b, cands["eval"].mean, notes)
     tol = tolerance_for(noise.mean)
     if tol > MAX_TOLERANCE:
         notes.append("the reference moves too much with batch composition to judge against: "
@@ -137,7 +111,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         notes.append("eval mode is within tolerance: the candidate fixes were not run")
     else:
         population = {name: acc.population for name, acc in ref_taps.acc.items()}
-        for d, metric in _candidates(runner, model, ref, population, shapes, batch_size, b, used,
+        for d, metric in _candidates(runner, model, dist, population, shapes, batch_size, b,
                                      cands["eval"], notes, truth):
             cands[d.name] = d
             if metric is not None:
@@ -167,16 +141,16 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                         metrics, shift, expectation)
 
 
-def _candidates(runner: Runner, model: Model, ref: OutputStore, population: dict[str, Moments],
-                shapes: LayerShapes, batch_size: int, b: int, used: np.ndarray,
-                eval_run: Discrepancy, notes: list[str], truth: Truth | None
+def _candidates(runner: Runner, model: Model, dist: Distance, population: dict[str, Moments],
+                shapes: LayerShapes, batch_size: int, b: int, eval_run: Discrepancy,
+                notes: list[str], truth: Truth | None
                 ) -> list[tuple[Discrepancy, float | None]]:
     """Each fix, run and measured against the reference (and against ``truth``)."""
     spatial = {name: math.prod(s[1:]) > 1 for name, s in shapes.items()}
 
     def run(mode: RewriteMode, stats: dict[str, Moments] | None = None
             ) -> tuple[Discrepancy, float | None]:
-        return _candidate(runner, model, mode, stats, shapes, ref, batch_size, used, truth)
+        return _candidate(runner, model, mode, stats, shapes, dist, batch_size, truth)
 
     out = [run(RewriteMode.RECALIBRATE, population)]
     if any(spatial.values()):
@@ -193,51 +167,14 @@ def _candidates(runner: Runner, model: Model, ref: OutputStore, population: dict
     return out
 
 
-def _noise_floor(runner: Runner, ref_model: Model, ref: OutputStore, b: int,
-                 used: np.ndarray) -> Discrepancy:
-    if b == 1:
-        return Discrepancy("noise-floor", 1, 0.0, 0.0, 0.0, None,
-                           ("at batch size 1 the reference does not depend on batch composition",))
-    # Another seeded shuffle of the same samples: each meets other batch-mates.
-    order = np.random.default_rng(SHUFFLE_SEED + 1).permutation(used)
-    rebatched = runner.run(ref_model, "noise floor", b, order)
-    d = _discrepancy("noise-floor", b, rebatched, ref, used)
-    rebatched.close()
-    return d
-
-
 def _candidate(runner: Runner, model: Model, mode: RewriteMode,
-               stats: dict[str, Moments] | None, shapes: LayerShapes, ref: OutputStore,
-               batch_size: int, used: np.ndarray, truth: Truth | None
+               stats: dict[str, Moments] | None, shapes: LayerShapes, dist: Distance,
+               batch_size: int, truth: Truth | None
                ) -> tuple[Discrepancy, float | None]:
     """One fix, run on the reference's samples in the reference's order."""
     result = model.apply(mode, stats, shapes)
-    store = runner.run(result.model, mode.value, batch_size, used)
-    d = replace(_discrepancy(mode.value, batch_size, store, ref, used), notes=tuple(result.notes))
-    metric = None if truth is None else truth.score(store, used)
+    store = runner.run(result.model, mode.value, batch_size, dist.used)
+    d = dist.discrepancy(mode.value, batch_size, store, notes=tuple(result.notes))
+    metric = None if truth is None else truth.score(store, dist.used)
     store.close()
     return d, metric
-
-
-def _discrepancy(name: str, batch_size: int, got: OutputStore, ref: OutputStore,
-                 used: np.ndarray) -> Discrepancy:
-    """Per-sample ``|got - ref| / |ref|``; see ``NORM_FLOOR`` for the denominator."""
-    n = used.size
-    errs = np.empty(n)
-    agree = 0
-    classes = 2 <= ref.width <= MAX_CLASSES
-    norms = np.concatenate([np.linalg.norm(ref.read(used[i:i + CHUNK]).astype(np.float64), axis=1)
-                            for i in range(0, n, CHUNK)])
-    floor = max(NORM_FLOOR * float(np.median(norms)), TINY) if n else TINY
-    for start in range(0, n, CHUNK):
-        idx = used[start:start + CHUNK]
-        y, r = got.read(idx).astype(np.float64), ref.read(idx).astype(np.float64)
-        with np.errstate(all="ignore"):
-            e = np.linalg.norm(y - r, axis=1) / np.maximum(norms[start:start + idx.size], floor)
-        errs[start:start + idx.size] = np.where(np.isfinite(e), e, np.inf)
-        if classes:
-            agree += int((np.argmax(np.nan_to_num(y, nan=-np.inf), 1) == np.argmax(r, 1)).sum())
-    with np.errstate(all="ignore"):
-        return Discrepancy(name, batch_size, float(np.mean(errs)), float(np.median(errs)),
-                           float(np.quantile(errs, 0.9)), agree / n if classes else None)
-

@@ -7,6 +7,7 @@ moments are exchanged, so every rank ends a pass holding what one process would 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 
@@ -22,6 +23,18 @@ from bncheck.errors import BncheckError
 WINDOW = 64
 # Loads the given index batches of a source, possibly in worker processes (--workers).
 Loader = Callable[[SampleSource, list[np.ndarray]], Iterator[tuple[np.ndarray, list[np.ndarray]]]]
+
+
+class StopRule(Protocol):
+    """Asked at fixed batch counts whether the rest of a pass can be skipped."""
+
+    def checkpoints(self, batches: int) -> list[int]:
+        """The batch counts, below ``batches``, after which to ask."""
+        ...
+
+    def __call__(self, store: OutputStore, done: list[np.ndarray]) -> bool:
+        """True to stop, given the outputs so far and the index batches run."""
+        ...
 
 
 def serial_loader(src: SampleSource, chunks: list[np.ndarray]
@@ -44,39 +57,56 @@ class Runner:
 
     def run(self, model: Model, label: str, batch_size: int, order: np.ndarray, *,
             taps: list[str] | None = None, on_tap: TapCollector | None = None,
-            keep_outputs: bool = True) -> OutputStore:
-        """Run the samples ``order`` in that order, in batches; outputs stored by sample index."""
+            keep_outputs: bool = True, stop: StopRule | None = None) -> OutputStore:
+        """Run the samples ``order`` in that order, in batches; outputs stored by sample index.
+
+        ``stop`` may end the pass early, at one of its checkpoints: the same batch counts with
+        one process or several, so sharding never changes where a pass stops.
+        """
         store = OutputStore(len(self.src))
         self.passes += 1
         chunks = [order[s:s + batch_size] for s in range(0, order.size, batch_size)]
+        asks = set(stop.checkpoints(len(chunks))) if stop is not None else set()
         if self.collective.world == 1:
-            self._local(model, label, chunks, taps, on_tap, store, keep_outputs)
+            self._local(model, label, chunks, taps, on_tap, store, keep_outputs, stop, asks)
         else:
-            self._shared(model, label, chunks, taps, on_tap, store, keep_outputs)
+            self._shared(model, label, chunks, taps, on_tap, store, keep_outputs, stop, asks)
         return store
 
     def _local(self, model: Model, label: str, chunks: list[np.ndarray], taps: list[str] | None,
-               on_tap: TapCollector | None, store: OutputStore, keep_outputs: bool) -> None:
+               on_tap: TapCollector | None, store: OutputStore, keep_outputs: bool,
+               stop: StopRule | None, asks: set[int]) -> None:
         self.progress.start(label, sum(c.size for c in chunks))
-        for idx, arrays in self.loader(self.src, chunks):
-            out = model.run(arrays, taps or (), on_tap)
-            if keep_outputs:
-                store.write(idx, out)
-            self.progress.advance(idx.size)
+        batches = self.loader(self.src, chunks)
+        try:
+            for k, (idx, arrays) in enumerate(batches, 1):
+                out = model.run(arrays, taps or (), on_tap)
+                if keep_outputs:
+                    store.write(idx, out)
+                self.progress.advance(idx.size)
+                if stop is not None and k in asks and stop(store, chunks[:k]):
+                    break
+        finally:
+            # Ends worker processes that were reading ahead when the pass stopped early.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
         self.progress.finish()
 
     def _shared(self, model: Model, label: str, chunks: list[np.ndarray],
                 taps: list[str] | None, on_tap: TapCollector | None, store: OutputStore,
-                keep_outputs: bool) -> None:
+                keep_outputs: bool, stop: StopRule | None, asks: set[int]) -> None:
         """This rank's share of the batches (batch k when k mod world is its rank), exchanged
         window by window; each batch's tap moments are merged in global batch order, so every
-        rank ends with exactly the accumulators one process would have."""
+        rank ends with exactly the accumulators one process would have. Windows also end at
+        ``stop``'s checkpoints, where every rank holds the same outputs and so stops alike."""
         c = self.collective
         mine = [k for k in range(len(chunks)) if k % c.world == c.rank]
         self.progress.start(label, sum(chunks[k].size for k in mine))
+        ends = sorted({*range(WINDOW, len(chunks), WINDOW), *asks, len(chunks)} - {0})
         error = None
-        for start in range(0, len(chunks), WINDOW):
-            ks = [k for k in mine if start <= k < start + WINDOW]
+        for start, end in zip([0, *ends[:-1]], ends, strict=True):
+            ks = [k for k in mine if start <= k < end]
             done: dict[int, tuple[np.ndarray, np.ndarray | None, TapCollector | None]] = {}
             if error is None:
                 try:
@@ -100,4 +130,6 @@ class Runner:
                     store.write(idx, out)
                 if on_tap is not None and collector is not None:
                     on_tap.merge(collector)
+            if stop is not None and end in asks and stop(store, chunks[:end]):
+                break
         self.progress.finish()

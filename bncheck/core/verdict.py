@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bncheck.core.batchsize import BatchSizeSource
-from bncheck.core.compare import Discrepancy, Measurements
+from bncheck.core.compare import Measurements
 from bncheck.core.diagnosis import KL_ERROR, KL_WARN
+from bncheck.core.discrepancy import Discrepancy
 from bncheck.core.findings import INCONCLUSIVE, Finding
 from bncheck.core.options import Severity
 from bncheck.core.reference import MIN_REFERENCE_BATCHES

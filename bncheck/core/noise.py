@@ -1,0 +1,88 @@
+"""The noise floor: how far the reference moves when the same samples are re-batched.
+
+The pass stops early when the rest of it cannot change the verdict. A healthy verdict needs
+``tolerance_for(floor) >= eval``. Once the batches seen so far put the floor's mean that high
+by more than ``Z`` standard errors of the batch means, and put the tolerance below
+``MAX_TOLERANCE`` by the same margin, the remaining batches are skipped. Any other case gets the
+full pass: a mismatch, a close call, or a reference too noisy to judge by. There the tolerance
+also judges the candidate fixes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bncheck.core.discrepancy import Discrepancy, Distance
+from bncheck.core.model import Model
+from bncheck.core.outputs import OutputStore
+from bncheck.core.reference import SHUFFLE_SEED
+from bncheck.core.runner import Runner
+from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
+
+# Standard errors of margin: a floor's mean that far off would be a 1-in-700 event.
+Z = 3.0
+# Batches before the first look, and the first look's spacing: the look at k batches is followed
+# by one at 2k, so the re-reads of the outputs cost less than one more full read.
+FIRST_LOOK = 4
+
+
+class _Settled:
+    """The stop rule of the noise-floor pass (see the module docstring)."""
+
+    def __init__(self, dist: Distance, eval_mean: float, batches: int) -> None:
+        self.dist = dist
+        self.eval_mean = eval_mean
+        self.batches = batches
+        self.stopped_at: int | None = None
+
+    def checkpoints(self, batches: int) -> list[int]:
+        """FIRST_LOOK batches, then twice as many each time, below ``batches``."""
+        out, k = [], FIRST_LOOK
+        while k < batches:
+            out.append(k)
+            k *= 2
+        return out
+
+    def __call__(self, store: OutputStore, done: list[np.ndarray]) -> bool:
+        """Whether the batches ``done`` settle a healthy verdict."""
+        errs = [self.dist.errors(store, idx)[0] for idx in done]
+        means = np.array([e.mean() for e in errs])
+        if not np.all(np.isfinite(means)):
+            return False
+        mean = float(np.concatenate(errs).mean())
+        # Batches are drawn without replacement from the pass's batches: hence the correction.
+        se = float(means.std(ddof=1)) / math.sqrt(means.size) \
+            * math.sqrt(1 - means.size / self.batches)
+        settled = (tolerance_for(mean - Z * se) >= self.eval_mean
+                   and tolerance_for(mean + Z * se) <= MAX_TOLERANCE)
+        if settled:
+            self.stopped_at = len(done)
+        return settled
+
+
+def noise_floor(runner: Runner, ref_model: Model, dist: Distance, batch_size: int,
+                eval_mean: float, notes: list[str]) -> Discrepancy:
+    """The reference re-batched by another seeded shuffle, measured against the reference.
+
+    A pass that stopped early says so in ``notes`` (the report's) and in its own notes.
+    """
+    if batch_size == 1:
+        return Discrepancy("noise-floor", 1, 0.0, 0.0, 0.0, None,
+                           ("at batch size 1 the reference does not depend on batch composition",))
+    # Another seeded shuffle of the same samples: each meets other batch-mates.
+    order = np.random.default_rng(SHUFFLE_SEED + 1).permutation(dist.used)
+    rule = _Settled(dist, eval_mean, math.ceil(order.size / batch_size))
+    rebatched = runner.run(ref_model, "noise floor", batch_size, order, stop=rule)
+    if rule.stopped_at is None:
+        d = dist.discrepancy("noise-floor", batch_size, rebatched)
+    else:
+        seen = order[:rule.stopped_at * batch_size]
+        note = (f"the noise floor was measured on {seen.size} of {order.size} samples: eval mode "
+                f"was within tolerance by more than {Z:g} standard errors of the floor, so the "
+                "other re-batched samples could not change the verdict")
+        notes.append(note)
+        d = dist.discrepancy("noise-floor", batch_size, rebatched, seen, (note,))
+    rebatched.close()
+    return d

@@ -28,6 +28,9 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 N, BS, TRAIN_BS = 256, 32, 32
 # The ResNet-50 layout at 224x224: fewer samples and repeats (a pass takes seconds on 2 CPUs).
 N50, BS50, REPEATS50 = 16, 16, 1
+# fold runs the kernels the original already ran (onnxruntime fuses BN into Conv): its target of
+# 1.00x is read with this much run-to-run spread allowed.
+FOLD_SLACK = 0.02
 # The taps overhead is smaller than the run-to-run spread of one pass here: many pairs.
 TAP_PAIRS = 21
 
@@ -232,7 +235,7 @@ def main() -> None:
     for mode, target in (("fold", 1.0), ("instance-norm", 1.15), ("batch-stats", 1.35)):
         r = lat[mode] / lat["original"]
         row(rows, f"onnxruntime latency, batch 8, {mode}", f"original: {lat['original']:.2f} ms",
-            f"{lat[mode]:.2f} ms", r, f"<= {target:.2f}x", r <= target + 0.02)
+            f"{lat[mode]:.2f} ms", r, f"<= {target:.2f}x", r <= target + FOLD_SLACK * (mode == "fold"))
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmp1 = [*BNCHECK, "compare", str(p["r18"]), "--allow-pickle", "--data", str(p["x4"]),
             "--batch-size", str(BS), "--train-batch-size", str(TRAIN_BS), "--format", "json"]
@@ -271,11 +274,14 @@ NOTES = """
   the candidate fixes, and a preprocessing probe for an input shift. Whole-process times include
   start-up, and imports are a large share of them for the small models here.
 - **Noise.** This 2-CPU machine's speed drifts by tens of percent within minutes. Ratios are
-  taken within one run, but a row can still move. On the day of this run the taps row gave
-  0.95x to 1.15x in 12 fresh processes of 21 interleaved pairs each (median 1.02x); the ONNX
-  `compare` row gave 4.07x to 4.13x in three repeats outside `make bench`, and 5.91x in a
-  `make bench` run while the machine was busy; `inspect` of the 98 MiB state_dict gave 1.34x,
-  1.47x and 1.54x in three `make bench` runs (target 1.5x).
+  taken within one run, but a row can still move.
+  - The taps row gave 0.95x to 1.15x in 12 fresh processes of 21 interleaved pairs each
+    (median 1.02x).
+  - Outside `make bench`, the ONNX `compare` row gave 3.59x over 7 interleaved rounds; the
+    commit before the noise-floor stop gave 3.79x in the same rounds.
+  - `inspect` of the 98 MiB state_dict gave 1.34x, 1.47x, 1.54x and 1.62x in four
+    `make bench` runs today (target 1.5x).
+  - The onnxruntime latency rows moved by up to 0.1x between two runs today.
 - **torchrun scaling** is measured with one thread per process on this 2-core machine, so the
   two processes cannot use more cores than the machine has; start-up and process-group set-up
   are part of both figures.
@@ -283,9 +289,9 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.10x in the previous run).** Each pass
-  is slower than plain inference. Measured as medians of 15 interleaved rounds of 8 batches,
-  with the sessions built as bncheck builds them:
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.10x in the previous run, 3.85x in
+  this one).** Each pass is slower than plain inference. Measured as medians of 15 interleaved
+  rounds of 8 batches, with the sessions built as bncheck builds them:
   - eval with taps: 1.29x a plain pass;
   - the batch-statistics reference: 1.20x, and 1.49x with its taps.
 
@@ -309,9 +315,12 @@ NOTES = """
   batch size it is given, and is less exact (2.6e-05 against 4.6e-09 here).
 - **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
-  run-to-run spread (1.02x in the previous run, 1.03x in another run today).
-- **instance-norm latency (target 1.15x).** onnxruntime folds the original BN into Conv;
-  per-sample statistics cost a reduction per activation.
+  run-to-run spread: 1.02x and 1.03x in two earlier runs today, 1.07x in a busy one.
+- **instance-norm and batch-stats latency (targets 1.15x and 1.35x).** onnxruntime folds the
+  original BN into Conv, and per-sample or per-batch statistics cost a reduction per
+  activation. In two runs today: instance-norm 1.22x and 1.33x; batch-stats 1.23x and 1.37x.
+- **`inspect` of the 98 MiB state_dict (target 1.5x)**: between 1.34x and 1.62x in four runs
+  today; see Noise.
 - **ResNet-50 layout at 224x224 on CPU** is one run of 16 samples: a plain forward of this model
   takes 150 s on these 2 cores (most of it in the kernel: glibc maps and unmaps each activation
   over 32 MiB, and page faults are slow on this VM), so the row is for information.

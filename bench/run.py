@@ -269,10 +269,11 @@ NOTES = """
   accuracy of that scheme under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
 - **`compare` passes.** A healthy model needs three passes: eval with taps, the training-mode
   reference with taps, and the re-batched reference for the noise floor. The noise-floor pass
-  stops early once the rest of it cannot change the verdict. Here that is after 4 of its 8
-  batches (see docs/design.md). A mismatched model gets the whole noise-floor pass and more:
-  the candidate fixes, and a preprocessing probe for an input shift. Whole-process times include
-  start-up, and imports are a large share of them for the small models here.
+  may stop early, once the batches seen put eval mode within tolerance with 99.9% confidence.
+  With the 8 batches here, that seldom happens (docs/design.md). A mismatched model gets the
+  whole noise-floor pass and more: the candidate fixes, and a preprocessing probe for an input
+  shift. Whole-process times include start-up, and imports are a large share of them for the
+  small models here.
 - **Noise.** This 2-CPU machine's speed drifts by tens of percent within minutes. Ratios are
   taken within one run, but a row can still move.
   - The taps row gave 0.95x to 1.15x in 12 fresh processes of 21 interleaved pairs each

@@ -66,9 +66,10 @@ def test_compare_json_equals_one_process(data: str) -> None:
 
 
 def test_a_noise_floor_that_stops_early_stops_at_the_same_batch() -> None:
-    # Healthy: the noise-floor pass stops at a checkpoint, which both ranks reach together.
+    # Healthy, and 16 batches: the noise-floor pass stops at a checkpoint (8 batches), which both
+    # ranks reach together.
     args = ("compare", model_path("digits", "full"), "--allow-pickle", "--data",
-            DATA / "digits_x.npy", "--format", "json")
+            DATA / "digits_x.npy", "--train-batch-size", "16", "--format", "json")
     one, two = _one(*args), _two(*args)
     assert one.returncode == two.returncode == 0, two.stderr[-2000:]
     a, b = json.loads(one.stdout), json.loads(two.stdout)

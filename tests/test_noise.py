@@ -29,7 +29,8 @@ def _stores(errors: np.ndarray) -> tuple[OutputStore, OutputStore]:
     return ref, got
 
 
-def _rule(errors: np.ndarray, eval_mean: float) -> tuple[noise._Settled, OutputStore, list]:  # type: ignore[type-arg]
+def _rule(errors: np.ndarray, eval_mean: float
+          ) -> tuple[noise._Settled, OutputStore, list[np.ndarray]]:
     ref, got = _stores(errors)
     idx = np.arange(errors.size)
     chunks = [idx[s:s + B] for s in range(0, idx.size, B)]
@@ -41,6 +42,18 @@ def test_a_wide_margin_settles_at_the_first_look() -> None:
     rule, got, chunks = _rule(errors, eval_mean=0.15)  # tolerance about 0.4
     assert rule.checkpoints(len(chunks)) == [4, 8, 16]
     assert rule(got, chunks[:4]) and rule.stopped_at == 4
+
+
+def test_four_batches_are_not_enough_for_a_moderate_margin() -> None:
+    # Three standard errors would settle this at 4 batches; with 3 degrees of freedom that is
+    # only 97% confidence, so the rule waits for 8.
+    errors = np.random.default_rng(1).normal(0.2, 0.05, 32 * B)
+    rule, got, chunks = _rule(errors, eval_mean=0.0)
+    means = np.array([errors[c].mean() for c in chunks[:4]])
+    se = means.std(ddof=1) / 2 * np.sqrt(1 - 4 / len(chunks))
+    rule.eval_mean = tolerance_for(errors[:4 * B].mean() - 4 * se)
+    assert not rule(got, chunks[:4])
+    assert rule(got, chunks[:8]) and rule.stopped_at == 8
 
 
 @pytest.mark.parametrize("past_tolerance", [-0.002, 0.05])
@@ -70,9 +83,11 @@ def test_a_stopped_noise_floor_gives_the_full_pass_verdict(monkeypatch: pytest.M
                                                             ) -> None:
     net = torch.load(model_path("digits", "full"), weights_only=False)
     x = np.load(DATA / "digits_x.npy")
-    early = bncheck.compare(net, x, train_batch_size=32)
-    monkeypatch.setattr(noise, "Z", float("inf"))  # never settled: the whole pass runs
-    full = bncheck.compare(net, x, train_batch_size=32)
+    # At batch size 16 the 256 samples make 16 batches: enough for the bound to settle at 8.
+    early = bncheck.compare(net, x, train_batch_size=16)
+    monkeypatch.setattr(noise, "T999_BEYOND", float("inf"))  # never settled: the whole pass runs
+    monkeypatch.setattr(noise, "T999", {})
+    full = bncheck.compare(net, x, train_batch_size=16)
     a, b = early.measurements.noise_floor, full.measurements.noise_floor
     assert a is not None and b is not None
     assert a.notes and a.notes[0].startswith("the noise floor was measured on 128 of 256 samples")

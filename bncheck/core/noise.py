@@ -1,11 +1,11 @@
 """The noise floor: how far the reference moves when the same samples are re-batched.
 
-The pass stops early when the rest of it cannot change the verdict. A healthy verdict needs
-``tolerance_for(floor) >= eval``. Once the batches seen so far put the floor's mean that high
-by more than ``Z`` standard errors of the batch means, and put the tolerance below
-``MAX_TOLERANCE`` by the same margin, the remaining batches are skipped. Any other case gets the
-full pass: a mismatch, a close call, or a reference too noisy to judge by. There the tolerance
-also judges the candidate fixes.
+The pass stops early when the rest of it would not change the verdict. A healthy verdict needs
+``tolerance_for(floor) >= eval``. Once the batches seen so far put the floor's mean that high,
+and the tolerance below ``MAX_TOLERANCE``, with one-sided 99.9% confidence (a Student-t bound on
+the batch means), the remaining batches are skipped. Any other case gets the full pass: a
+mismatch, a close call, or a reference too noisy to judge by. There the tolerance also judges
+the candidate fixes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from bncheck.core.reference import SHUFFLE_SEED
 from bncheck.core.runner import Runner
 from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
 
-# Standard errors of margin: a floor's mean that far off would be a 1-in-700 event.
-Z = 3.0
+# One-sided 99.9% quantiles of Student's t, by degrees of freedom (checkpoint batches - 1): the
+# spread of a few batch means is itself uncertain, so the margin is wide at the first looks.
+T999 = {3: 10.215, 7: 4.785, 15: 3.733, 31: 3.375, 63: 3.225, 127: 3.156}
+# For more degrees of freedom: the quantile at 255, which is above every later one.
+T999_BEYOND = 3.122
 # Batches before the first look, and the first look's spacing: the look at k batches is followed
 # by one at 2k, so the re-reads of the outputs cost less than one more full read.
 FIRST_LOOK = 4
@@ -55,8 +58,9 @@ class _Settled:
         # Batches are drawn without replacement from the pass's batches: hence the correction.
         se = float(means.std(ddof=1)) / math.sqrt(means.size) \
             * math.sqrt(1 - means.size / self.batches)
-        settled = (tolerance_for(mean - Z * se) >= self.eval_mean
-                   and tolerance_for(mean + Z * se) <= MAX_TOLERANCE)
+        margin = T999.get(means.size - 1, T999_BEYOND) * se
+        settled = (tolerance_for(mean - margin) >= self.eval_mean
+                   and tolerance_for(mean + margin) <= MAX_TOLERANCE)
         if settled:
             self.stopped_at = len(done)
         return settled
@@ -79,9 +83,8 @@ def noise_floor(runner: Runner, ref_model: Model, dist: Distance, batch_size: in
         d = dist.discrepancy("noise-floor", batch_size, rebatched)
     else:
         seen = order[:rule.stopped_at * batch_size]
-        note = (f"the noise floor was measured on {seen.size} of {order.size} samples: eval mode "
-                f"was within tolerance by more than {Z:g} standard errors of the floor, so the "
-                "other re-batched samples could not change the verdict")
+        note = (f"the noise floor was measured on {seen.size} of {order.size} samples: they put "
+                "eval mode within tolerance with 99.9% confidence, so the rest were not run")
         notes.append(note)
         d = dist.discrepancy("noise-floor", batch_size, rebatched, seen, (note,))
     rebatched.close()

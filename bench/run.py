@@ -269,8 +269,9 @@ NOTES = """
   accuracy of that scheme under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
 - **`compare` passes.** A healthy model needs three passes: eval with taps, the training-mode
   reference with taps, and the re-batched reference for the noise floor. The noise-floor pass
-  may stop early, once the batches seen put eval mode within tolerance with 99.9% confidence.
-  With the 8 batches here, that seldom happens (docs/design.md). A mismatched model gets the
+  may stop early, once the batches seen put eval mode within tolerance with 99.9% confidence
+  (docs/design.md). The healthy rows here stop after 4 of 8 batches: on the ONNX row, eval mode
+  is 0.09 from the reference against a tolerance of 0.24. A mismatched model gets the
   whole noise-floor pass and more: the candidate fixes, and a preprocessing probe for an input
   shift. Whole-process times include start-up, and imports are a large share of them for the
   small models here.
@@ -278,8 +279,10 @@ NOTES = """
   taken within one run, but a row can still move.
   - The taps row gave 0.95x to 1.15x in 12 fresh processes of 21 interleaved pairs each
     (median 1.02x).
-  - Outside `make bench`, the ONNX `compare` row gave 3.59x over 7 interleaved rounds; the
-    commit before the noise-floor stop gave 3.79x in the same rounds.
+  - Outside `make bench`, in 7 interleaved rounds, the ONNX `compare` row gave 3.59x. The
+    commit before the noise-floor stop gave 3.96x in the same rounds; the torch ResNet-18 row
+    gave 1.81x and 1.89x. In one `make bench` run while the machine was busy, the ONNX row
+    read 4.97x.
   - `inspect` of the 98 MiB state_dict gave 1.34x, 1.47x, 1.54x and 1.62x in four
     `make bench` runs today (target 1.5x).
   - The onnxruntime latency rows moved by up to 0.1x between two runs today.
@@ -290,16 +293,16 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.10x in the previous run, 3.85x in
-  this one).** Each pass is slower than plain inference. Measured as medians of 15 interleaved
-  rounds of 8 batches, with the sessions built as bncheck builds them:
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.10x in the previous run).** Each
+  pass is slower than plain inference. Measured as medians of 15 interleaved rounds of 8
+  batches, with the sessions built as bncheck builds them:
   - eval with taps: 1.29x a plain pass;
   - the batch-statistics reference: 1.20x, and 1.49x with its taps.
 
   Of the eval pass's 0.29x, 0.08x is the tapped tensor's second consumer: onnxruntime no longer
   fuses that BN into its Conv and adds layout reorders. The float64 reductions are the rest.
   Start-up costs about 0.3 s more than the baseline's: the typer, rich and onnx imports, and three
-  sessions against one. With the noise-floor pass cut to half, that is still about 3.4
+  sessions against one. With the noise-floor pass stopped at half, that is still about 3.4
   pass-equivalents before start-up.
 
   Tried and measured, not kept:

@@ -285,7 +285,9 @@ NOTES = """
     read 4.97x.
   - `inspect` of the 98 MiB state_dict gave 1.34x, 1.47x, 1.54x and 1.62x in four
     `make bench` runs today (target 1.5x).
-  - The onnxruntime latency rows moved by up to 0.1x between two runs today.
+  - The onnxruntime latency rows moved by up to 0.1x between runs today.
+  - The torchrun row is one run per side. It read 71%, 64%, 62% and 50% efficiency in four
+    runs today.
 - **torchrun scaling** is measured with one thread per process on this 2-core machine, so the
   two processes cannot use more cores than the machine has; start-up and process-group set-up
   are part of both figures.

@@ -17,7 +17,7 @@ section "tests that use the GPU when there is one (CUDA tap accuracy, half preci
 # compare exits 1 when it finds a mismatch, as it should here.
 section "a new user's compare of the batch-size-1 fixture, text report" bash -c \
     "timeout 60 $PY -m bncheck compare fixtures/models/pix_bs1.full.pt --allow-pickle \
-    --data fixtures/data/pix_inputs.npy --device cuda; [ \$? -eq 1 ]"
+    --data fixtures/data/pix_inputs.npy --device ${BENCH_DEVICE:-cuda}; [ \$? -eq 1 ]"
 section "every command on cpu and on cuda" timeout 300 "$PY" bench/gpu_cli.py
 section "compare and recalibrate against plain torch, ResNet-50 layout" timeout 420 "$PY" bench/gpu.py
 section "where a healthy compare spends its time (cProfile, top 30 by own time)" bash -c \

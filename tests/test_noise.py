@@ -85,8 +85,7 @@ def test_a_stopped_noise_floor_gives_the_full_pass_verdict(monkeypatch: pytest.M
     x = np.load(DATA / "digits_x.npy")
     # At batch size 16 the 256 samples make 16 batches: enough for the bound to settle at 8.
     early = bncheck.compare(net, x, train_batch_size=16)
-    monkeypatch.setattr(noise, "T999_BEYOND", float("inf"))  # never settled: the whole pass runs
-    monkeypatch.setattr(noise, "T999", {})
+    monkeypatch.setattr(noise, "T999", {})  # no quantile, no bound: the whole pass runs
     full = bncheck.compare(net, x, train_batch_size=16)
     a, b = early.measurements.noise_floor, full.measurements.noise_floor
     assert a is not None and b is not None
@@ -103,3 +102,9 @@ def test_a_mismatch_runs_the_whole_noise_floor() -> None:
     assert result.verdict.verdict.value == "mismatch"
     nf = result.measurements.noise_floor
     assert nf is not None and not nf.notes
+
+
+def test_untabulated_degrees_of_freedom_get_the_wider_margin_below() -> None:
+    assert noise._t999(5) == noise.T999[3]
+    assert noise._t999(1000) == noise.T999[127]
+    assert noise._t999(2) == float("inf")  # fewer than 4 batches never settle

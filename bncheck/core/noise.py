@@ -24,8 +24,6 @@ from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
 # One-sided 99.9% quantiles of Student's t, by degrees of freedom (checkpoint batches - 1): the
 # spread of a few batch means is itself uncertain, so the margin is wide at the first looks.
 T999 = {3: 10.215, 7: 4.785, 15: 3.733, 31: 3.375, 63: 3.225, 127: 3.156}
-# For more degrees of freedom: the quantile at 255, which is above every later one.
-T999_BEYOND = 3.122
 # Batches before the first look, and the first look's spacing: the look at k batches is followed
 # by one at 2k, so the re-reads of the outputs cost less than one more full read.
 FIRST_LOOK = 4
@@ -58,12 +56,18 @@ class _Settled:
         # Batches are drawn without replacement from the pass's batches: hence the correction.
         se = float(means.std(ddof=1)) / math.sqrt(means.size) \
             * math.sqrt(1 - means.size / self.batches)
-        margin = T999.get(means.size - 1, T999_BEYOND) * se
+        margin = _t999(means.size - 1) * se
         settled = (tolerance_for(mean - margin) >= self.eval_mean
                    and tolerance_for(mean + margin) <= MAX_TOLERANCE)
         if settled:
             self.stopped_at = len(done)
         return settled
+
+
+def _t999(dof: int) -> float:
+    """The quantile for ``dof``, else for the nearest tabulated one below it: a wider margin."""
+    below = [k for k in T999 if k <= dof]
+    return T999[max(below)] if below else math.inf
 
 
 def noise_floor(runner: Runner, ref_model: Model, dist: Distance, batch_size: int,

@@ -77,7 +77,7 @@ def run(argv: list[str], device: str, outdir: Path) -> Outcome:
     return Outcome(p.returncode, p.stdout, p.stderr)
 
 
-def compare_row(name: str, cpu: Outcome, gpu: Outcome) -> tuple[bool, str]:
+def compare_row(cpu: Outcome, gpu: Outcome) -> tuple[bool, str]:
     """Same exit code, verdict, recommendation, and candidate figures within AGREE."""
     if cpu.rc != gpu.rc or cpu.rc not in (0, 1):
         return False, f"exit {cpu.rc} / {gpu.rc}: {(gpu.err or cpu.err).strip()[-300:]}"
@@ -103,7 +103,7 @@ def checks(text: str) -> list[tuple[str, str, str]]:
     return [m.groups() for m in map(CHECK.match, text.splitlines()) if m]  # type: ignore[misc]
 
 
-def rewrite_row(name: str, cpu: Outcome, gpu: Outcome, cpu_dir: Path, gpu_dir: Path,
+def rewrite_row(cpu: Outcome, gpu: Outcome, cpu_dir: Path, gpu_dir: Path,
                 argv: list[str]) -> tuple[bool, str]:
     """Both written, every check ok; for .onnx, the two files agree on onnxruntime."""
     if cpu.rc != 0 or gpu.rc != 0:
@@ -148,8 +148,8 @@ def main() -> None:
         rows = []
         for kind, name, argv in jobs:
             cpu, gpu = res[(kind, name, "cpu")], res[(kind, name, device)]
-            ok, detail = (compare_row(name, cpu, gpu) if kind == "compare"
-                          else rewrite_row(name, cpu, gpu, cpu_dir, gpu_dir, argv))
+            ok, detail = (compare_row(cpu, gpu) if kind == "compare"
+                          else rewrite_row(cpu, gpu, cpu_dir, gpu_dir, argv))
             rows.append((kind, name, "ok" if ok else "FAIL", detail))
     print(f"| command | case | cpu vs {device} | detail |\n|---|---|---|---|")
     for r in rows:

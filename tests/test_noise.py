@@ -34,14 +34,14 @@ def _rule(errors: np.ndarray, eval_mean: float
     ref, got = _stores(errors)
     idx = np.arange(errors.size)
     chunks = [idx[s:s + B] for s in range(0, idx.size, B)]
-    return noise._Settled(Distance(ref, idx), eval_mean, len(chunks)), got, chunks
+    return noise._Settled(Distance(ref, idx), eval_mean), got, chunks
 
 
 def test_a_wide_margin_settles_at_the_first_look() -> None:
     errors = np.random.default_rng(0).normal(0.2, 0.02, 32 * B)
     rule, got, chunks = _rule(errors, eval_mean=0.15)  # tolerance about 0.4
     assert rule.checkpoints(len(chunks)) == [4, 8, 16]
-    assert rule(got, chunks[:4]) and rule.stopped_at == 4
+    assert rule(got, chunks[:4], len(chunks)) and rule.stopped_at == 4
 
 
 def test_four_batches_are_not_enough_for_a_moderate_margin() -> None:
@@ -52,8 +52,8 @@ def test_four_batches_are_not_enough_for_a_moderate_margin() -> None:
     means = np.array([errors[c].mean() for c in chunks[:4]])
     se = means.std(ddof=1) / 2 * np.sqrt(1 - 4 / len(chunks))
     rule.eval_mean = tolerance_for(errors[:4 * B].mean() - 4 * se)
-    assert not rule(got, chunks[:4])
-    assert rule(got, chunks[:8]) and rule.stopped_at == 8
+    assert not rule(got, chunks[:4], len(chunks))
+    assert rule(got, chunks[:8], len(chunks)) and rule.stopped_at == 8
 
 
 @pytest.mark.parametrize("past_tolerance", [-0.002, 0.05])
@@ -61,7 +61,7 @@ def test_a_close_call_or_a_mismatch_is_not_settled(past_tolerance: float) -> Non
     errors = np.random.default_rng(0).normal(0.2, 0.02, 32 * B)
     # Just inside the full pass's tolerance (closer than the batches seen can tell), or outside.
     rule, got, chunks = _rule(errors, tolerance_for(errors.mean()) + past_tolerance)
-    assert not any(rule(got, chunks[:k]) for k in rule.checkpoints(len(chunks)))
+    assert not any(rule(got, chunks[:k], len(chunks)) for k in rule.checkpoints(len(chunks)))
     assert rule.stopped_at is None
 
 
@@ -69,14 +69,14 @@ def test_a_reference_near_the_tolerance_cap_is_not_settled() -> None:
     # A floor near 0.3 puts the tolerance near the 0.6 cap: too close to call early.
     errors = np.random.default_rng(0).normal(0.29, 0.05, 32 * B)
     rule, got, chunks = _rule(errors, eval_mean=0.1)
-    assert not any(rule(got, chunks[:k]) for k in rule.checkpoints(len(chunks)))
+    assert not any(rule(got, chunks[:k], len(chunks)) for k in rule.checkpoints(len(chunks)))
 
 
 def test_non_finite_outputs_are_not_settled() -> None:
     errors = np.full(32 * B, 0.2)
     errors[3] = np.nan
     rule, got, chunks = _rule(errors, eval_mean=0.01)
-    assert not rule(got, chunks[:4])
+    assert not rule(got, chunks[:4], len(chunks))
 
 
 def test_a_stopped_noise_floor_gives_the_full_pass_verdict(monkeypatch: pytest.MonkeyPatch

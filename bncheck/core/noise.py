@@ -32,10 +32,9 @@ FIRST_LOOK = 4
 class _Settled:
     """The stop rule of the noise-floor pass (see the module docstring)."""
 
-    def __init__(self, dist: Distance, eval_mean: float, batches: int) -> None:
+    def __init__(self, dist: Distance, eval_mean: float) -> None:
         self.dist = dist
         self.eval_mean = eval_mean
-        self.batches = batches
         self.stopped_at: int | None = None
 
     def checkpoints(self, batches: int) -> list[int]:
@@ -46,8 +45,8 @@ class _Settled:
             k *= 2
         return out
 
-    def __call__(self, store: OutputStore, done: list[np.ndarray]) -> bool:
-        """Whether the batches ``done`` settle a healthy verdict."""
+    def __call__(self, store: OutputStore, done: list[np.ndarray], batches: int) -> bool:
+        """Whether the batches ``done``, of the pass's ``batches``, settle a healthy verdict."""
         errs = [self.dist.errors(store, idx)[0] for idx in done]
         means = np.array([e.mean() for e in errs])
         if not np.all(np.isfinite(means)):
@@ -55,7 +54,7 @@ class _Settled:
         mean = float(np.concatenate(errs).mean())
         # Batches are drawn without replacement from the pass's batches: hence the correction.
         se = float(means.std(ddof=1)) / math.sqrt(means.size) \
-            * math.sqrt(1 - means.size / self.batches)
+            * math.sqrt(1 - means.size / batches)
         margin = _t999(means.size - 1) * se
         settled = (tolerance_for(mean - margin) >= self.eval_mean
                    and tolerance_for(mean + margin) <= MAX_TOLERANCE)
@@ -81,7 +80,7 @@ def noise_floor(runner: Runner, ref_model: Model, dist: Distance, batch_size: in
                            ("at batch size 1 the reference does not depend on batch composition",))
     # Another seeded shuffle of the same samples: each meets other batch-mates.
     order = np.random.default_rng(SHUFFLE_SEED + 1).permutation(dist.used)
-    rule = _Settled(dist, eval_mean, math.ceil(order.size / batch_size))
+    rule = _Settled(dist, eval_mean)
     rebatched = runner.run(ref_model, "noise floor", batch_size, order, stop=rule)
     if rule.stopped_at is None:
         d = dist.discrepancy("noise-floor", batch_size, rebatched)

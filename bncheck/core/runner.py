@@ -32,8 +32,9 @@ class StopRule(Protocol):
         """The batch counts, below ``batches``, after which to ask."""
         ...
 
-    def __call__(self, store: OutputStore, done: list[np.ndarray]) -> bool:
-        """True to stop, given the outputs so far and the index batches run."""
+    def __call__(self, store: OutputStore, done: list[np.ndarray], batches: int) -> bool:
+        """True to stop, given the outputs so far, the index batches run, and how many the
+        whole pass has."""
         ...
 
 
@@ -84,7 +85,7 @@ class Runner:
                 if keep_outputs:
                     store.write(idx, out)
                 self.progress.advance(idx.size)
-                if stop is not None and k in asks and stop(store, chunks[:k]):
+                if stop is not None and k in asks and stop(store, chunks[:k], len(chunks)):
                     break
         finally:
             # Ends worker processes that were reading ahead when the pass stopped early.
@@ -130,6 +131,6 @@ class Runner:
                     store.write(idx, out)
                 if on_tap is not None and collector is not None:
                     on_tap.merge(collector)
-            if stop is not None and end in asks and stop(store, chunks[:end]):
+            if stop is not None and end in asks and stop(store, chunks[:end], len(chunks)):
                 break
         self.progress.finish()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bncheck.core.moments import Moments
 from tests.support.stats import accumulate
@@ -113,3 +114,47 @@ def test_device_summaries_cross_to_the_host_in_tap_order_for_every_dtype() -> No
         np.testing.assert_allclose(s.mean, x64.mean(2), rtol=1e-6)
         dev = x64 - x64.mean(2, keepdims=True)
         np.testing.assert_allclose(s.m2, (dev * dev).sum(2), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [
+    ((4, 3, 512, 512), np.float32),  # rows of 512: the float32 part of the sums
+    ((2, 3, 4, 4096), np.float32),  # a wide last axis: the longest float32 row here
+    ((4, 3, 16000), np.float32),  # rank 3: summed in float64 along its one axis
+    ((4, 3, 6, 8, 8), np.float32),
+    ((64, 3), np.float32),  # one value per channel: the mean is exact, M2 is 0
+    ((8, 3, 16, 16), np.float16),  # half precision is reduced in float32
+])
+def test_onnx_taps_are_exact_for_every_rank(shape: tuple[int, ...], dtype: type) -> None:
+    """The in-graph reductions against float64 numpy, under the 1e4 offset, for each layout."""
+    from onnx import TensorProto, helper
+
+    from bncheck.backends.onnxrt.graph import opset
+    from bncheck.backends.onnxrt.taps import add_taps, summary
+
+    elem = TensorProto.FLOAT16 if dtype is np.float16 else TensorProto.FLOAT
+    for version in (9, 13, 18):  # axes and slice bounds as attributes, then as inputs
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", elem, ["N", *shape[1:]])],
+            [helper.make_tensor_value_info("y", elem, None)])
+        proto = add_taps(helper.make_model(graph, opset_imports=[helper.make_opsetid("", version)]),
+                         ("x",))
+        assert opset(proto) == version
+        import onnxruntime as ort
+
+        rng = np.random.default_rng(0)
+        scale = 0.25 if dtype is np.float16 else 1.0  # float16 has 11 bits: a smaller offset
+        x = rng.normal(100.0 * scale, scale, shape)
+        x[:, 1] += 1e4 * scale
+        x = x.astype(dtype)
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}),
+                       strict=True))
+        s = summary(got, "x")
+        x64 = x.astype(np.float64).reshape(shape[0], shape[1], -1)
+        assert s.shape == shape[1:]
+        np.testing.assert_allclose(s.mean, x64.mean(2), rtol=1e-5)
+        if x64.shape[2] == 1:
+            assert np.all(s.m2 == 0.0)
+        else:
+            np.testing.assert_allclose(s.m2 / x64.shape[2], x64.var(2), rtol=1e-5)

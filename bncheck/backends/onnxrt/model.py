@@ -18,7 +18,7 @@ from bncheck.backends.onnxrt.dropout import (
 from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_shapes
 from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_norms
 from bncheck.backends.onnxrt.passes import apply_pass
-from bncheck.backends.onnxrt.taps import add_taps, tap_outputs
+from bncheck.backends.onnxrt.taps import add_taps, summary
 from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
 from bncheck.core.model import (
@@ -27,7 +27,6 @@ from bncheck.core.model import (
     PassResult,
     PopulationStats,
     TapFn,
-    TapSummary,
 )
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
@@ -184,10 +183,7 @@ class OnnxModel:
         got = dict(zip(out_names, results, strict=True))
         if on_tap is not None:
             for t in taps:
-                mean, m2, shape = (got[o] for o in tap_outputs(by_layer[t]))
-                n_c = (int(shape[0]), int(shape[1]))
-                on_tap(t, TapSummary(mean.reshape(n_c), m2.reshape(n_c),
-                                     tuple(int(d) for d in shape[1:])))
+                on_tap(t, summary(got, by_layer[t]))
         n = batch[0].shape[0]
         flat = [np.asarray(got[o], dtype=np.float32).reshape(n, -1) for o in self._outputs]
         return np.concatenate(flat, axis=1)

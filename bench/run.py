@@ -5,6 +5,7 @@ Writes bench/RESULTS.md. Everything is built here, in bench/_work (ignored by gi
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import platform
@@ -171,6 +172,9 @@ def ort_latency(paths: dict[str, Path]) -> dict[str, float]:
 def main() -> None:
     """Measure every row and write RESULTS.md."""
     torch.set_num_threads(2)
+    # An installed bncheck runs from bytecode (pip compiles it). Under PYTHONDONTWRITEBYTECODE,
+    # which this machine sets, every process would compile every module first (0.04 s here).
+    compileall.compile_dir(ROOT / "bncheck", quiet=1)
     p = build()
     rows: list[list[str]] = []
     cmp_torch = [*BNCHECK, "compare", str(p["r18"]), "--allow-pickle", "--data", str(p["x"]),

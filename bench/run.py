@@ -214,8 +214,12 @@ def main() -> None:
     a, b = median_pair(cmp_onnx, base_onnx)
     row(rows, "`compare` wall time, ONNX", f"plain onnxruntime inference: {b:.2f} s", f"{a:.2f} s",
         a / b, "<= 3.0x", a / b <= 3.0)
+    cmp_onnx4 = [str(p["x4"]) if arg == str(p["x"]) else arg for arg in cmp_onnx]
+    a4, b4 = median_pair(cmp_onnx4, [str(p["x4"]) if arg == str(p["x"]) else arg for arg in base_onnx])
+    row(rows, f"`compare` wall time, ONNX, {4 * N} samples (start-up spread over 4x the batches)",
+        f"plain onnxruntime inference: {b4:.2f} s", f"{a4:.2f} s", a4 / b4, "(information)", None)
     m1 = peak_rss_mb(cmp_onnx)
-    m4 = peak_rss_mb([str(p["x4"]) if a == str(p["x"]) else a for a in cmp_onnx])
+    m4 = peak_rss_mb(cmp_onnx4)
     row(rows, "peak memory of `compare` (ONNX) at 4x the samples", f"1x: {m1:.0f} MiB",
         f"4x: {m4:.0f} MiB", m4 / m1, "<= 1.10x", m4 / m1 <= 1.10)
     out = WORK / "recal.pt"
@@ -269,8 +273,13 @@ NOTES = """
   channel where it lives. The torch hook runs a two-pass mean and sum of squared deviations on
   the device (float32, half precision widened) and keeps the (N, C) results there until the
   forward pass ends; then one concatenated copy goes to the host. The onnxruntime graph computes
-  the same reductions in float64 as extra outputs. The core merges the summaries in float64. The
-  accuracy of that scheme under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
+  the summaries as extra outputs: float32 sums over single rows of the activation (its last
+  spatial axis), added up in float64, finished on the host with the corrected two-pass formula
+  (docs/design.md, Precision). The core merges the summaries in float64. The accuracy of both
+  under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
+- **Bytecode.** bncheck is byte-compiled before the rows run, as an installed package is. This
+  machine sets PYTHONDONTWRITEBYTECODE, so otherwise every process compiles every bncheck module
+  first (0.04 s).
 - **`compare` passes.** A healthy model needs three passes: eval with taps, the training-mode
   reference with taps, and the re-batched reference for the noise floor. The noise-floor pass
   may stop early, once the batches seen put eval mode within tolerance with 99.9% confidence
@@ -283,10 +292,12 @@ NOTES = """
   taken within one run, but a row can still move.
   - The taps row gave 0.95x to 1.15x in 12 fresh processes of 21 interleaved pairs each
     (median 1.02x).
-  - Outside `make bench`, in 7 interleaved rounds, the ONNX `compare` row gave 3.59x. The
-    commit before the noise-floor stop gave 3.96x in the same rounds; the torch ResNet-18 row
-    gave 1.81x and 1.89x. In one `make bench` run while the machine was busy, the ONNX row
-    read 4.97x.
+  - The machine has two states. In the busy one, a plain onnxruntime pass takes about as long
+    as in the calm one, but element-wise ops and reductions slow down: the tapped passes lose
+    the most. The same ONNX `compare` of 1024 samples gave 2.95x, 3.78x and 3.78x in three
+    consecutive pairs.
+  - Outside `make bench`, in 11 interleaved rounds while busy, the ONNX `compare` row gave
+    3.87x, and 4.13x for the commit before the float32 row sums (3bbeb58).
   - `inspect` of the 98 MiB state_dict gave 1.34x, 1.47x, 1.54x and 1.62x in four
     `make bench` runs today (target 1.5x).
   - The onnxruntime latency rows moved by up to 0.1x between runs today.
@@ -299,25 +310,40 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 4.10x in the previous run).** Each
-  pass is slower than plain inference. Measured as medians of 15 interleaved rounds of 8
-  batches, with the sessions built as bncheck builds them:
-  - eval with taps: 1.29x a plain pass;
-  - the batch-statistics reference: 1.20x, and 1.49x with its taps.
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 3.41x in the previous run).** Each
+  pass is slower than plain inference. Medians of 15 interleaved rounds of 8 batches, with the
+  sessions built as bncheck builds them, in the machine's two states (see Noise); in brackets,
+  the float64 taps of 3bbeb58 in the same state:
 
-  Of the eval pass's 0.29x, 0.08x is the tapped tensor's second consumer: onnxruntime no longer
-  fuses that BN into its Conv and adds layout reorders. The float64 reductions are the rest.
-  Start-up costs about 0.3 s more than the baseline's: the typer, rich and onnx imports, and three
-  sessions against one. With the noise-floor pass stopped at half, that is still about 3.4
-  pass-equivalents before start-up.
+  | pass | calm | busy |
+  |---|---|---|
+  | eval with taps | 1.22x (1.29x, 1.38x) | 1.32x (2.30x) |
+  | batch-statistics reference | 1.19x | 1.55x |
+  | the same with taps | 1.37x (1.49x) | 1.76x (2.60x) |
+
+  Of the eval pass's extra, about 0.08x is the tapped tensor's second consumer: onnxruntime no
+  longer fuses that BN into its Conv, and converts the tensor out of its blocked (NCHWc) layout.
+  With the noise-floor pass stopped at half, the passes add up to 3.2 plain passes when calm.
+  Start-up adds about 0.4 s to the baseline's 0.17 s: 0.28 s before the first pass (typer,
+  which imports pydantic from 0.29 on, rich, onnx and bncheck itself) and three sessions
+  against one (0.14 s against 0.05 s). At 256 samples that start-up alone is 0.8x of the
+  baseline; the 1024-sample row spreads it over four times the work.
 
   Tried and measured, not kept:
-  - float32 in-graph reductions: eval with taps 1.18x and the tapped reference 1.29x. But the
-    variance error on 512x512 maps under the 1e4 offset was 1.8e-05 relative, over the 1e-05
-    promise;
-  - a reference BN built from the per-sample summaries: the tapped reference was 10% faster,
-    the untapped one 15% slower;
-  - sharing the tapped session with the noise-floor pass: no change.
+  - float32 reductions over the whole activation: 1.8e-05 relative error in the variance of
+    512x512 maps under the 1e4 offset, over the 1e-05 promise. Row sums: 7.7e-07 (kept);
+  - a reference BN computed from the taps' own sums, so that a tapped reference reduces each
+    tensor once. In 7 calm rounds: 1.33x against 1.35x tapped, but 1.30x against 1.18x
+    untapped (25 more small nodes per layer); in busy ones, 1.55x against 1.80x tapped. The
+    whole `compare` read 3.61x against 3.53x in 11 rounds;
+  - the weights shared between the three sessions as external initializers: the three
+    sessions took 0.12 s to 0.16 s either way;
+  - sharing the tapped session with the noise-floor pass: no change;
+  - onnxruntime's parallel execution mode: 2.2x to 3.1x a plain pass; without the NCHWc layout
+    (optimization level "extended"), about 1.9x;
+  - typer 0.28, which does not import pydantic: 0.055 s less per command (3.38x against 3.48x
+    in 15 rounds). Not pinned: an upper bound on typer would clash with other tools'
+    requirements, for a start-up gain of that size.
 
 - **`rewrite --mode recalibrate` (target 1.5x; 1.37x before issue 13).** Recalibration gathers
   its statistics as compare does (issue 13): an eval pass to estimate the training batch size,

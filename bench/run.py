@@ -298,6 +298,9 @@ NOTES = """
     consecutive pairs.
   - Outside `make bench`, in 11 interleaved rounds while busy, the ONNX `compare` row gave
     3.87x, and 4.13x for the commit before the float32 row sums (3bbeb58).
+  - Two `make bench` runs of the same ONNX code today read that row at 3.43x and 3.85x. In the
+    second, the torch mismatch row, whose code did not change, read 3.77x against 2.89x in the
+    run before.
   - `inspect` of the 98 MiB state_dict gave 1.34x, 1.47x, 1.54x and 1.62x in four
     `make bench` runs today (target 1.5x).
   - The onnxruntime latency rows moved by up to 0.1x between runs today.

@@ -65,6 +65,7 @@ def summary(got: Mapping[str, np.ndarray], tensor: str) -> TapSummary:
     n = float(np.prod(shape[2:]))
     s1 = s1.reshape(n_c)
     delta = s1 / n
+    # For a constant channel the two terms of M2 agree to rounding: never let it go negative.
     return TapSummary(shift.reshape(n_c).astype(np.float64) + delta,
                       np.maximum(s2.reshape(n_c) - s1 * delta, 0.0),
                       tuple(int(d) for d in shape[1:]))

@@ -65,6 +65,11 @@ def peak_rss_mb(cmd: list[str]) -> float:
     return int(out.stdout.strip()) / 1024
 
 
+def on_data(cmd: list[str], old: Path, new: Path) -> list[str]:
+    """``cmd`` with the data file ``old`` replaced by ``new``."""
+    return [str(new) if arg == str(old) else arg for arg in cmd]
+
+
 def median_of(fn: Callable[[], float]) -> float:
     """Median of REPEATS calls."""
     return statistics.median(fn() for _ in range(REPEATS))
@@ -197,7 +202,7 @@ def main() -> None:
         "(information)", None)
     passes = json.loads(subprocess.run(cmp_torch, cwd=ROOT, capture_output=True, text=True,
                                        check=False).stdout)["forward_passes"]
-    shifted = [str(p["shifted"]) if arg == str(p["x"]) else arg for arg in cmp_torch]
+    shifted = on_data(cmp_torch, p["x"], p["shifted"])
     doc = json.loads(subprocess.run(shifted, cwd=ROOT, capture_output=True, text=True,
                                     check=False).stdout)
     a2 = median_of(lambda: wall(shifted))
@@ -214,8 +219,8 @@ def main() -> None:
     a, b = median_pair(cmp_onnx, base_onnx)
     row(rows, "`compare` wall time, ONNX", f"plain onnxruntime inference: {b:.2f} s", f"{a:.2f} s",
         a / b, "<= 3.0x", a / b <= 3.0)
-    cmp_onnx4 = [str(p["x4"]) if arg == str(p["x"]) else arg for arg in cmp_onnx]
-    a4, b4 = median_pair(cmp_onnx4, [str(p["x4"]) if arg == str(p["x"]) else arg for arg in base_onnx])
+    cmp_onnx4 = on_data(cmp_onnx, p["x"], p["x4"])
+    a4, b4 = median_pair(cmp_onnx4, on_data(base_onnx, p["x"], p["x4"]))
     row(rows, f"`compare` wall time, ONNX, {4 * N} samples (start-up spread over 4x the batches)",
         f"plain onnxruntime inference: {b4:.2f} s", f"{a4:.2f} s", a4 / b4, "(information)", None)
     m1 = peak_rss_mb(cmp_onnx)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.models import resnet50, trained_stats  # noqa: E402
+from bench.run import timed  # noqa: E402
 
 WORK = ROOT / "bench" / "_work_gpu"
 N, BS = int(os.environ.get("BENCH_N", "1024")), 64
@@ -34,22 +33,13 @@ SUFFIX = "-cuda" if DEVICE == "cuda" else ""
 PY = sys.executable
 
 
-def wall(cmd: list[str]) -> tuple[float, str]:
-    """Seconds for one whole process, and what it printed."""
-    t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    if p.returncode not in (0, 1):
-        raise SystemExit(f"gpu bench: {' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
-    return time.perf_counter() - t, p.stdout
-
-
 def pair(a: list[str], b: list[str], repeats: int = REPEATS) -> tuple[float, float, str]:
     """Median wall times, interleaved, and what the last run of `a` printed."""
     ta, tb, out = [], [], ""
     for _ in range(repeats):
-        t, out = wall(a)
+        t, out = timed(a)
         ta.append(t)
-        tb.append(wall(b)[0])
+        tb.append(timed(b)[0])
     return statistics.median(ta), statistics.median(tb), out
 
 

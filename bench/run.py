@@ -38,13 +38,18 @@ TAP_PAIRS = 21
 from bench.models import resnet18, resnet50, trained_stats  # noqa: E402
 
 
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Seconds for one whole process, and what it printed (exit 1 is a verdict, not a failure)."""
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
+    if p.returncode not in (0, 1):
+        raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+    return time.perf_counter() - t, p.stdout
+
+
 def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
     """Seconds for one whole process."""
-    t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, check=False, env=env)
-    if p.returncode not in (0, 1):
-        raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{p.stderr.decode()[-2000:]}")
-    return time.perf_counter() - t
+    return timed(cmd, env)[0]
 
 
 def median_pair(a: list[str], b: list[str], repeats: int = REPEATS,
@@ -192,19 +197,15 @@ def main() -> None:
              "--batch-size", str(BS50), "--train-batch-size", str(BS50), "--format", "json"]
     base50 = [*BASE, "torch-eval", str(p["r50_live"]), str(p["x224"]), str(BS50)]
     b50 = wall(base50)
-    t = time.perf_counter()
-    doc50 = json.loads(subprocess.run(cmp50, cwd=ROOT, capture_output=True, text=True,
-                                      check=False).stdout)
-    a50 = time.perf_counter() - t
+    a50, out50 = timed(cmp50)
+    doc50 = json.loads(out50)
     row(rows, f"`compare` wall time, torch (ResNet-50 layout, 53 BN, {N50}x3x224x224; "
         f"{doc50['verdict']}, {doc50['forward_passes']} passes; one run)",
         f"plain eval forward, whole process: {b50:.2f} s", f"{a50:.2f} s", a50 / b50,
         "(information)", None)
-    passes = json.loads(subprocess.run(cmp_torch, cwd=ROOT, capture_output=True, text=True,
-                                       check=False).stdout)["forward_passes"]
+    passes = json.loads(timed(cmp_torch)[1])["forward_passes"]
     shifted = on_data(cmp_torch, p["x"], p["shifted"])
-    doc = json.loads(subprocess.run(shifted, cwd=ROOT, capture_output=True, text=True,
-                                    check=False).stdout)
+    doc = json.loads(timed(shifted)[1])
     a2 = median_of(lambda: wall(shifted))
     row(rows, f"`compare`, torch, shifted inputs ({doc['verdict']}: candidates run, "
         f"{doc['forward_passes']} passes)", f"plain eval forward: {b:.2f} s", f"{a2:.2f} s", a2 / b,

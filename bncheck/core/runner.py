@@ -7,6 +7,7 @@ moments are exchanged, so every rank ends a pass holding what one process would 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
@@ -106,7 +107,7 @@ class Runner:
         self.progress.start(label, sum(chunks[k].size for k in mine))
         ends = sorted({*range(WINDOW, len(chunks), WINDOW), *asks, len(chunks)} - {0})
         error = None
-        for start, end in zip([0, *ends[:-1]], ends, strict=True):
+        for start, end in pairwise([0, *ends]):
             ks = [k for k in mine if start <= k < end]
             done: dict[int, tuple[np.ndarray, np.ndarray | None, TapCollector | None]] = {}
             if error is None:

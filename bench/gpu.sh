@@ -2,13 +2,16 @@
 # GPU checks and rows for bench/RESULTS.md: run on a machine with a CUDA GPU, from the checkout,
 # with a Python that has CUDA torch, onnx and onnxruntime (PYTHONPATH set to the checkout if
 # bncheck is not installed). Every section runs even when one before it failed; the exit status
-# says whether any did. About 8 minutes on one H100. Record the figures in bench/gpu_results.md,
+# says whether any did. About 9 minutes on one H100. Record the figures in bench/gpu_results.md,
 # which `make bench` copies into bench/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1
 failed=0
+# Byte-compiled first, as an installed package is: the GPU image sets PYTHONDONTWRITEBYTECODE,
+# so every bncheck process would otherwise compile its own modules again.
+"$PY" -m compileall -q bncheck bench
 section() { echo; echo "## $1"; shift; "$@" || { echo "(section failed: exit $?)"; failed=1; }; }
 
 section "tests that use the GPU when there is one (CUDA tap accuracy, half precision, policy)" \

@@ -271,7 +271,8 @@ def test_float16_onnx_graph(tmp_path: Path, samples: Path) -> None:
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", C, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], inits)
     model = tmp_path / "fp16.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), model)
+    onnx.save(helper.make_model(graph, ir_version=8,
+                                opset_imports=[helper.make_opsetid("", 15)]), model)
     doc = cli("inspect", model, "--format", "json").json()
     assert doc["layers"][0]["running_var"] == pytest.approx(
         [float(np.float16(params[3]).min()), float(np.float16(params[3]).max())])

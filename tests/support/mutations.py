@@ -96,7 +96,8 @@ def _zero_channels(folder: Path) -> list[str]:
                                                                       ["N", 0, 4, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     path = folder / "zero.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)]), path)
+    onnx.save(helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 15)]),
+              path)
     return ["inspect", str(path)]
 
 
@@ -127,7 +128,8 @@ def _bn_in_subgraph(folder: Path) -> list[str]:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                           [cond])
     path = folder / "if.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)]), path)
+    onnx.save(helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 15)]),
+              path)
     data = folder / "x.npy"
     np.save(data, rng.normal(size=(32, 3, 4, 4)).astype(np.float32))
     return ["rewrite", str(path), "--mode", "instance-norm", "-o", str(folder / "out.onnx"),

@@ -7,13 +7,15 @@ import warnings
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
 import torch
 from torch import nn
 
-from bncheck.backends.onnxrt.graph import EXPORT_OPSET
 from bncheck.errors import BncheckError
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
@@ -22,6 +24,11 @@ def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
 
     Train/eval flags are the caller's: a Dropout left in train mode stays active in the graph.
     """
+    # onnx is imported on use: a torch compare never exports, and should not pay for it.
+    import onnx
+
+    from bncheck.backends.onnxrt.graph import EXPORT_OPSET
+
     outputs = _output_count(module, example)
     out_names = [f"output_{i}" if outputs > 1 else "output" for i in range(outputs)]
     axes = {n: {0: "batch"} for n in [*input_names, *out_names]}

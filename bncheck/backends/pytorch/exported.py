@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sympy
 import torch
 from torch import fx, nn
 
@@ -36,6 +35,10 @@ def batch_limit(ep: torch.export.ExportedProgram) -> int | None:
             return None  # a static batch, or no tensor input: nothing to keep
         bounds = ep.range_constraints.get(dim.node.expr)
         upper = getattr(bounds, "upper", None)
+        # Imported here, not at the top: sympy costs 0.3 s a process (several seconds where
+        # its bytecode is not cached), and only .pt2 programs with a dynamic batch need it.
+        import sympy
+
         # torch's int_oo claims is_finite; only a real sympy Integer is a bound.
         return int(upper) if isinstance(upper, sympy.Integer) else None
     return None

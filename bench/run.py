@@ -285,7 +285,8 @@ NOTES = """
   under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
 - **Bytecode.** bncheck is byte-compiled before the rows run, as an installed package is. This
   machine sets PYTHONDONTWRITEBYTECODE, so otherwise every process compiles every bncheck module
-  first (0.04 s).
+  first (0.04 s). A torch `compare` imports neither sympy nor onnx, which it does not use:
+  0.36 s a process here, 1.6 s on the GPU image, which writes no bytecode.
 - **`compare` passes.** A healthy model needs three passes: eval with taps, the training-mode
   reference with taps, and the re-batched reference for the noise floor. The noise-floor pass
   may stop early, once the batches seen put eval mode within tolerance with 99.9% confidence
@@ -319,10 +320,10 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX (target 3.0x; 4.87x at the issue, 3.41x in the previous run).** Each
-  pass is slower than plain inference. Medians of 15 interleaved rounds of 8 batches, with the
-  sessions built as bncheck builds them, in the machine's two states (see Noise); in brackets,
-  the float64 taps of 3bbeb58 in the same state:
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue; 3.41x, 3.43x and 3.85x in the three
+  runs before this one).** Each pass is slower than plain inference. Medians of 15
+  interleaved rounds of 8 batches, with the sessions built as bncheck builds them, in the
+  machine's two states (see Noise); in brackets, the float64 taps of 3bbeb58 in the same state:
 
   | pass | calm | busy |
   |---|---|---|
@@ -338,6 +339,10 @@ NOTES = """
   against one (0.14 s against 0.05 s). At 256 samples that start-up alone is 0.8x of the
   baseline; the 1024-sample row spreads it over four times the work.
 
+  So three passes cannot reach 3.0x at 256 samples on this machine: with taps that cost nothing,
+  the passes would still add up to 1 + 1.19 + 0.6 = 2.8 plain passes, and start-up comes on top.
+  The target needs a design with fewer passes, or more samples to spread them over.
+
   Tried and measured, not kept:
   - float32 reductions over the whole activation: 1.8e-05 relative error in the variance of
     512x512 maps under the 1e4 offset, over the 1e-05 promise. Row sums: 7.7e-07 (kept);
@@ -350,6 +355,10 @@ NOTES = """
   - sharing the tapped session with the noise-floor pass: no change;
   - onnxruntime's parallel execution mode: 2.2x to 3.1x a plain pass; without the NCHWc layout
     (optimization level "extended"), about 1.9x;
+  - onnxruntime's own BatchNormalization with training_mode=1 as the reference's BN (opset 14
+    on): 0.404 s against 0.424 s a pass untapped, 0.476 s against 0.485 s tapped, in 15
+    rounds; but its output is less exact (1.3e-05 against 2.7e-06 relative, on inputs of mean
+    1 and std 1 with one channel at mean 101);
   - typer 0.28, which does not import pydantic: 0.055 s less per command (3.38x against 3.48x
     in 15 rounds). Not pinned: an upper bound on typer would clash with other tools'
     requirements, for a start-up gain of that size.

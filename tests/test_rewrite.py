@@ -108,14 +108,14 @@ def test_recalibrate_is_more_exact_than_update_bn() -> None:
     from bncheck.core.data import ImageOptions, open_samples
     from bncheck.core.progress import NoProgress
     from bncheck.core.runner import Runner
-    from bncheck.rewriting.pipeline import population_stats
+    from bncheck.rewriting.pipeline import layer_shapes, population_stats
 
     x = np.load(DATA / "digits_shifted.npy")
     model = load_model(model_path("digits", "full"), allow_pickle=True)
     src = open_samples(DATA / "digits_shifted.npy", input_names=["input"], input_shapes=[],
                        image=ImageOptions(), limit=None)
     stats, _ = population_stats(model, Runner(src, NoProgress()), batch_size=32,
-                                train_batch_size=32)
+                                train_batch_size=32, shapes=layer_shapes(model, [x[:32]]))
     # Exact float64 population statistics of features.1's input (the conv output, batch-independent).
     net = model.module  # type: ignore[attr-defined]
     with torch.no_grad():
@@ -133,6 +133,44 @@ def test_recalibrate_is_more_exact_than_update_bn() -> None:
                   np.abs(bn.running_var.double().numpy() - exact_var).max() / exact_var.max())
     assert ours_err < 1e-6
     assert ours_err < swa_err
+
+
+class _Stages:
+    """A progress sink that records which passes ran."""
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+
+    def start(self, label: str, total: int) -> None:
+        self.labels.append(label)
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx"])
+def test_recalibrate_with_a_given_batch_size_skips_the_estimate(fmt: str) -> None:
+    """Given the training batch size, recalibrate makes one pass, with the same statistics as
+    when an eval pass first settled on that size."""
+    from bncheck.backends.base import load_model
+    from bncheck.core.data import ImageOptions, open_samples
+    from bncheck.core.runner import Runner
+    from bncheck.rewriting.pipeline import layer_shapes, population_stats
+
+    model = load_model(model_path("digits", fmt), allow_pickle=True)
+    src = open_samples(DATA / "digits_x.npy", input_names=["input"], input_shapes=[],
+                       image=ImageOptions(), limit=None)
+    shapes = layer_shapes(model, src.load(np.arange(32)))
+    estimated, given = _Stages(), _Stages()
+    stats, notes = population_stats(model, Runner(src, estimated), 32, None, shapes)
+    b = int(notes[0].split("training batch size ")[1].split(",")[0])
+    again, _ = population_stats(model, Runner(src, given), 32, b, shapes)
+    assert estimated.labels == ["eval", "recalibrate"] and given.labels == ["recalibrate"]
+    for name, m in stats.items():
+        assert np.array_equal(m.mean, again[name].mean) and np.array_equal(m.m2, again[name].m2)
 
 
 @pytest.mark.parametrize("src_fmt", ["full", "pt2", "onnx"])

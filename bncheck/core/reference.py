@@ -39,23 +39,32 @@ class ReferencePlan:
         return self.used.size // self.batch
 
 
-def plan_reference(eval_taps: TapCollector, layers: Mapping[str, NormLayer], n: int,
-                   train_batch_size: int | None, max_batch: int | None = None) -> ReferencePlan:
-    """The plan for ``n`` samples, given an eval pass that tapped every layer in ``layers``.
+def training_batch(eval_taps: TapCollector, layers: Mapping[str, NormLayer], n: int,
+                   train_batch_size: int | None) -> BatchSizeEstimate:
+    """--train-batch-size when given, else the estimate from an eval pass that tapped every
+    layer in ``layers`` over ``n`` samples."""
+    if train_batch_size is not None:
+        return given_batch(train_batch_size)
+    order = eval_taps.order
+    # A layer with one value per channel per sample ((N, C), or 1x1 maps) cannot train at
+    # batch size 1: torch refuses, as there is no variance to normalize with.
+    per_sample = all(eval_taps.acc[k].spatial > 1 for k in order)
+    return estimate_batch_size([(layers[k], eval_taps.acc[k]) for k in order], n,
+                               min_batch=1 if per_sample else 2)
+
+
+def given_batch(train_batch_size: int) -> BatchSizeEstimate:
+    """The training batch size the user gave."""
+    return BatchSizeEstimate(train_batch_size, BatchSizeSource.OPTION, "from --train-batch-size")
+
+
+def plan_reference(train: BatchSizeEstimate, n: int, max_batch: int | None = None
+                   ) -> ReferencePlan:
+    """The plan for ``n`` samples at the training batch size ``train``.
 
     ``max_batch`` is the largest batch the model runs (a graph with a fixed batch size).
     """
-    order = eval_taps.order
     notes: list[str] = []
-    if train_batch_size is not None:
-        train = BatchSizeEstimate(train_batch_size, BatchSizeSource.OPTION,
-                                  "from --train-batch-size")
-    else:
-        # A layer with one value per channel per sample ((N, C), or 1x1 maps) cannot train at
-        # batch size 1: torch refuses, as there is no variance to normalize with.
-        per_sample = all(eval_taps.acc[k].spatial > 1 for k in order)
-        train = estimate_batch_size([(layers[k], eval_taps.acc[k]) for k in order], n,
-                                    min_batch=1 if per_sample else 2)
     b = train.value
     if max_batch is not None and b > max_batch:
         notes.append(f"the model runs only at batch size {max_batch}, so the reference does "

@@ -10,7 +10,7 @@ import numpy as np
 from bncheck.core.model import LayerShapes, Model
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
-from bncheck.core.reference import plan_reference
+from bncheck.core.reference import given_batch, plan_reference, training_batch
 from bncheck.core.runner import Runner
 from bncheck.core.taps import TapCollector
 
@@ -29,28 +29,46 @@ class Stage:
 
 
 def population_stats(model: Model, runner: Runner, batch_size: int,
-                     train_batch_size: int | None) -> tuple[dict[str, Moments], list[str]]:
+                     train_batch_size: int | None, shapes: LayerShapes
+                     ) -> tuple[dict[str, Moments], list[str]]:
     """Exact float64 population moments of each BN layer's input, PreciseBN-style, and notes.
 
     They are gathered exactly as compare's recalibrate candidate gathers them: normalization
     layers on batch statistics at the training batch size (running stats untouched, dropout in
     eval), over the same shuffled reference batches, merged in float64 weighted by element
-    count. ``batch_size`` only sets how the batch-independent eval pass (which estimates the
-    training batch size) is chunked, so it cannot change the result.
+    count. Without ``train_batch_size``, an eval pass estimates it first; ``batch_size`` only
+    sets how that batch-independent pass is chunked, so it cannot change the result.
+    ``shapes`` are the layers' per-sample input shapes (``layer_shapes``).
     """
     layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
     n = len(runner.src)
-    eval_taps = TapCollector()
-    runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers), on_tap=eval_taps,
-               keep_outputs=False).close()
-    plan = plan_reference(eval_taps, layers, n, train_batch_size, model.max_batch)
+    if train_batch_size is not None:
+        # The eval pass would only estimate what the user gave: one pass less.
+        train = given_batch(train_batch_size)
+    else:
+        eval_taps = TapCollector()
+        runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
+                   on_tap=eval_taps, keep_outputs=False).close()
+        train = training_batch(eval_taps, layers, n, None)
+    plan = plan_reference(train, n, model.max_batch)
     taps = TapCollector()
-    runner.run(model.apply(RewriteMode.REFERENCE, shapes=eval_taps.shapes).model, "recalibrate",
+    runner.run(model.apply(RewriteMode.REFERENCE, shapes=shapes).model, "recalibrate",
                plan.batch, plan.used, taps=list(layers), on_tap=taps, keep_outputs=False).close()
     notes = [f"statistics gathered on batch statistics at batch size {plan.batch} over "
              f"{plan.used.size} shuffled samples (training batch size {plan.train.value}, "
              f"{plan.train.source.value}: {plan.train.detail})", *plan.notes]
     return {name: acc.population for name, acc in taps.acc.items()}, notes
+
+
+def layer_shapes(model: Model, example: list[np.ndarray]) -> LayerShapes:
+    """Per-sample input shape of each batch-dependent layer, from one tapped run on ``example``.
+
+    A layer's input shape decides how it is rewritten: (N, C) and 1x1 maps have no per-sample
+    statistics.
+    """
+    probe = TapCollector()
+    model.run(example, [layer.name for layer in model.layers() if layer.needs_stats], probe)
+    return probe.shapes
 
 
 def apply_modes(model: Model, modes: Sequence[RewriteMode], runner: Runner | None,
@@ -60,18 +78,14 @@ def apply_modes(model: Model, modes: Sequence[RewriteMode], runner: Runner | Non
     stages: list[Stage] = []
     current = model
     for mode in modes:
-        # Each layer's input shape decides how it is rewritten ((N, C) and 1x1 maps have no
-        # per-sample statistics), so one tapped run on the example measures them.
-        probe = TapCollector()
-        current.run(example, [layer.name for layer in current.layers() if layer.needs_stats],
-                    probe)
+        shapes = layer_shapes(current, example)
         stats = None
         notes: list[str] = []
         if mode is RewriteMode.RECALIBRATE:
             assert runner is not None
-            stats, notes = population_stats(current, runner, batch_size, train_batch_size)
-        result = current.apply(mode, stats, probe.shapes)
-        stages.append(Stage(mode, current, result.model, notes + result.notes, probe.shapes,
-                            stats))
+            stats, notes = population_stats(current, runner, batch_size, train_batch_size,
+                                            shapes)
+        result = current.apply(mode, stats, shapes)
+        stages.append(Stage(mode, current, result.model, notes + result.notes, shapes, stats))
         current = result.model
     return stages

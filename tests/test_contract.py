@@ -10,6 +10,7 @@ from conftest import FORMATS, MODELS, cli, model_path
 from onnx import helper, numpy_helper
 
 from bncheck.backends.base import load_model
+from tests.support.onnx_models import onnx_model
 
 NAMES = ["pix_bs1", "digits", "digits_nobn"]
 
@@ -90,9 +91,7 @@ def _bn_graph(params_as: str) -> onnx.ModelProto:
                                   momentum=0.9, name="bn"))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, ["N", c, 4, 4])],
                               [helper.make_tensor_value_info("y", 1, ["N", c, 4, 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model, vals  # type: ignore[return-value]
+    return onnx_model(graph, 17), vals  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize("params_as", ["constant", "identity"])

@@ -13,6 +13,7 @@ import torch
 from conftest import DATA, cli, model_path
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.support.onnx_models import onnx_model
 from tests.support.small_archs import deep, frames
 
 C = 3
@@ -31,9 +32,7 @@ def _bn_graph(path: Path, *, training: bool, ir: int, opset: int, eps: float = 1
     inputs += [helper.make_tensor_value_info(k, TensorProto.FLOAT, [C]) for k in vals]
     outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs]
     graph = helper.make_graph([node], "g", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = ir
-    onnx.save(model, path)
+    onnx.save(onnx_model(graph, opset, ir), path)
 
 
 @pytest.fixture
@@ -271,8 +270,7 @@ def test_float16_onnx_graph(tmp_path: Path, samples: Path) -> None:
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", C, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], inits)
     model = tmp_path / "fp16.onnx"
-    onnx.save(helper.make_model(graph, ir_version=8,
-                                opset_imports=[helper.make_opsetid("", 15)]), model)
+    onnx.save(onnx_model(graph, 15), model)
     doc = cli("inspect", model, "--format", "json").json()
     assert doc["layers"][0]["running_var"] == pytest.approx(
         [float(np.float16(params[3]).min()), float(np.float16(params[3]).max())])

@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.support.onnx_models import onnx_model
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "fixtures" / "models"
 DATA = ROOT / "fixtures" / "data"
@@ -96,8 +98,7 @@ def _zero_channels(folder: Path) -> list[str]:
                                                                       ["N", 0, 4, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     path = folder / "zero.onnx"
-    onnx.save(helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 15)]),
-              path)
+    onnx.save(onnx_model(g, 15), path)
     return ["inspect", str(path)]
 
 
@@ -128,8 +129,7 @@ def _bn_in_subgraph(folder: Path) -> list[str]:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                           [cond])
     path = folder / "if.onnx"
-    onnx.save(helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 15)]),
-              path)
+    onnx.save(onnx_model(g, 15), path)
     data = folder / "x.npy"
     np.save(data, rng.normal(size=(32, 3, 4, 4)).astype(np.float32))
     return ["rewrite", str(path), "--mode", "instance-norm", "-o", str(folder / "out.onnx"),

@@ -115,5 +115,5 @@ def _reduce(op: str, x: str, y: str, axes_const: str, axes: list[int], version: 
 def _slice(x: str, y: str, start_const: str, version: int, name: str) -> onnx.NodeProto:
     if version >= SLICE_INPUTS_OPSET:
         return helper.make_node("Slice", [x, start_const, "bncheck.to_end"], [y], name=name)
-    start = _CONSTS[start_const][0]
-    return helper.make_node("Slice", [x], [y], starts=[start], ends=[2**62], name=name)
+    return helper.make_node("Slice", [x], [y], starts=_CONSTS[start_const],
+                            ends=_CONSTS["bncheck.to_end"], name=name)

@@ -173,6 +173,89 @@ def test_recalibrate_with_a_given_batch_size_skips_the_estimate(fmt: str) -> Non
         assert np.array_equal(m.mean, again[name].mean) and np.array_equal(m.m2, again[name].m2)
 
 
+@pytest.mark.parametrize("fmt", ["full", "onnx"])
+def test_the_estimating_pass_stops_after_the_layers_it_reads(fmt: str) -> None:
+    """recalibrate's eval pass runs the network only through the first LAYERS_TRIED layers: their
+    summaries, and so the estimate, are those of a whole pass."""
+    from bncheck.backends.base import load_model
+    from bncheck.core.batchsize import LAYERS_TRIED
+    from bncheck.core.data import ImageOptions, open_samples
+    from bncheck.core.reference import training_batch
+    from bncheck.core.runner import Runner
+    from bncheck.core.taps import TapCollector
+
+    model = load_model(model_path("pix_bs16", fmt), allow_pickle=True)
+    src = open_samples(PIX_X, input_names=[i.name for i in model.inputs()], input_shapes=[],
+                       image=ImageOptions(), limit=None)
+    layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
+    assert len(layers) > LAYERS_TRIED
+    whole, cut = TapCollector(), TapCollector()
+    order = np.arange(len(src))
+    Runner(src, _Stages()).run(model, "eval", 32, order, taps=list(layers), on_tap=whole)
+    Runner(src, _Stages()).run(model, "eval", 32, order, taps=list(layers), on_tap=cut,
+                               keep_outputs=False, stop_after=LAYERS_TRIED)
+    assert cut.order == whole.order[:LAYERS_TRIED]
+    for name in cut.order:
+        np.testing.assert_allclose(cut.acc[name].population.mean,
+                                   whole.acc[name].population.mean, rtol=1e-6)
+        np.testing.assert_allclose(cut.acc[name].population.var,
+                                   whole.acc[name].population.var, rtol=1e-6)
+    estimate = training_batch(whole, layers, len(src), None, whole.shapes)
+    assert training_batch(cut, layers, len(src), None, whole.shapes) == estimate
+
+
+def _fails_after_three_bns(tmp_path: Path, fmt: str) -> object:
+    """Three BNs, then a Reshape to rows of 7 that no batch of 2x3x4x4 fits."""
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bns = torch.nn.Sequential(*(torch.nn.BatchNorm2d(3) for _ in range(3)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bns(x).reshape(-1, 7)
+
+    net = Net().eval()
+    if fmt == "onnx":
+        from onnx import TensorProto, helper, numpy_helper
+
+        from tests.support.onnx_models import onnx_model
+
+        c = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("g", [1.0] * 3), ("b", [0.0] * 3), ("m", [0.0] * 3), ("v", [1.0] * 3),)]
+        shape = numpy_helper.from_array(np.array([-1, 7], np.int64), "rows_of_7")
+        nodes = [helper.make_node("BatchNormalization", [i, "g", "b", "m", "v"], [o], name=f"bn{k}")
+                 for k, (i, o) in enumerate([("x", "y0"), ("y0", "y1"), ("y1", "y2")])]
+        nodes.append(helper.make_node("Reshape", ["y2", "rows_of_7"], ["out"]))
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [*c, shape])
+        onnx.save(onnx_model(graph, 15), tmp_path / "net.onnx")
+        from bncheck.backends.base import load_model
+
+        return load_model(tmp_path / "net.onnx")
+    from bncheck.backends.pytorch.model import TorchModel
+    from bncheck.core.formats import ModelFormat
+
+    return TorchModel(tmp_path / "net.pt", ModelFormat.TORCH_SAVE, net, None, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("fmt", ["full", "onnx"])
+def test_a_cut_short_forward_never_runs_what_follows(tmp_path: Path, fmt: str) -> None:
+    from bncheck.core.taps import TapCollector
+    from bncheck.errors import BncheckError
+
+    model = _fails_after_three_bns(tmp_path, fmt)
+    names = [layer.name for layer in model.layers()]  # type: ignore[attr-defined]
+    x = [np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32)]
+    with pytest.raises(BncheckError, match=r"rejected input|cannot run the model"):
+        model.run(x, names, TapCollector())  # type: ignore[attr-defined]
+    taps = TapCollector()
+    out = model.run(x, names, taps, stop_after=3)  # type: ignore[attr-defined]
+    assert out.shape == (2, 0) and taps.order == names
+    np.testing.assert_allclose(taps.acc[names[2]].population.mean, x[0].mean((0, 2, 3)),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("src_fmt", ["full", "pt2", "onnx"])
 def test_fold_matches_eval(tmp_path: Path, src_fmt: str) -> None:
     out = tmp_path / "folded.onnx"

@@ -117,7 +117,7 @@ def test_batch_size_is_assumed_when_samples_barely_differ() -> None:
 def test_batch_size_from_the_option_and_unused() -> None:
     taps = TapCollector()
     taps("bn", TapSummary(np.zeros((8, 1)), np.zeros((8, 1)), (1, 4)))
-    plan = plan_reference(training_batch(taps, {"bn": _layer([0.0], [1.0])}, 8, 2), 8)
+    plan = plan_reference(training_batch(taps, {"bn": _layer([0.0], [1.0])}, 8, 2, taps.shapes), 8)
     assert plan.train.source is BatchSizeSource.OPTION and plan.batch == 2
     assert sorted(plan.used.tolist()) == list(range(8))  # all samples, shuffled
     from bncheck.core.compare import compare

@@ -89,12 +89,12 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                             on_tap=eval_taps)
     order = eval_taps.order
     spatial = {name: eval_taps.acc[name].spatial > 1 for name in order}
-    plan = plan_reference(training_batch(eval_taps, layers, n, train_batch_size), n,
+    shapes = eval_taps.shapes
+    plan = plan_reference(training_batch(eval_taps, layers, n, train_batch_size, shapes), n,
                           model.max_batch)
     b, used = plan.batch, plan.used
     notes = [*model.notes, *plan.notes]
 
-    shapes = eval_taps.shapes
     ref_model = model.apply(RewriteMode.REFERENCE, shapes=shapes).model
     ref_taps = TapCollector()
     ref = runner.run(ref_model, "reference", b, used, taps=list(layers), on_tap=ref_taps)

@@ -93,10 +93,13 @@ class Model(Protocol):
         ...
 
     def run(self, batch: Sequence[np.ndarray], taps: Sequence[str] = (),
-            on_tap: TapFn | None = None) -> np.ndarray:
+            on_tap: TapFn | None = None, stop_after: int | None = None) -> np.ndarray:
         """Run one batch; returns outputs flattened per sample, shape (N, D), float32.
 
         For every layer named in ``taps`` a summary of the layer's input goes to ``on_tap``.
+        With ``stop_after``, only the first that many of ``taps`` (in the order their summaries
+        come) are summarized, the rest of the network need not run, and the outputs are (N, 0):
+        for passes that read only the layers nearest the input.
         """
         ...
 

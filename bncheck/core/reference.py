@@ -7,6 +7,7 @@ size, over the same shuffled samples (docs/design.md, "The reference").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_batch_size
 from bncheck.core.layers import NormLayer
+from bncheck.core.model import LayerShapes
 from bncheck.core.taps import TapCollector
 
 # Samples are shuffled with this seed before reference batches are formed: a class-sorted image
@@ -40,15 +42,18 @@ class ReferencePlan:
 
 
 def training_batch(eval_taps: TapCollector, layers: Mapping[str, NormLayer], n: int,
-                   train_batch_size: int | None) -> BatchSizeEstimate:
-    """--train-batch-size when given, else the estimate from an eval pass that tapped every
-    layer in ``layers`` over ``n`` samples."""
+                   train_batch_size: int | None, shapes: LayerShapes) -> BatchSizeEstimate:
+    """--train-batch-size when given, else the estimate from an eval pass over ``n`` samples
+    that tapped the layers of ``layers`` nearest the input (LAYERS_TRIED of them, or more).
+
+    ``shapes`` are the per-sample input shapes of every layer in ``layers``.
+    """
     if train_batch_size is not None:
         return given_batch(train_batch_size)
     order = eval_taps.order
     # A layer with one value per channel per sample ((N, C), or 1x1 maps) cannot train at
     # batch size 1: torch refuses, as there is no variance to normalize with.
-    per_sample = all(eval_taps.acc[k].spatial > 1 for k in order)
+    per_sample = all(math.prod(s[1:]) > 1 for s in shapes.values())
     return estimate_batch_size([(layers[k], eval_taps.acc[k]) for k in order], n,
                                min_batch=1 if per_sample else 2)
 

@@ -59,30 +59,35 @@ class Runner:
 
     def run(self, model: Model, label: str, batch_size: int, order: np.ndarray, *,
             taps: list[str] | None = None, on_tap: TapCollector | None = None,
-            keep_outputs: bool = True, stop: StopRule | None = None) -> OutputStore:
+            keep_outputs: bool = True, stop: StopRule | None = None,
+            stop_after: int | None = None) -> OutputStore:
         """Run the samples ``order`` in that order, in batches; outputs stored by sample index.
 
         ``stop`` may end the pass early, at one of its checkpoints: the same batch counts with
-        one process or several, so sharding never changes where a pass stops.
+        one process or several, so sharding never changes where a pass stops. ``stop_after``
+        ends each forward once the first that many taps are summarized (``Model.run``); such a
+        pass keeps no outputs.
         """
+        assert stop_after is None or not keep_outputs, "a cut-short forward has no outputs"
         store = OutputStore(len(self.src))
         self.passes += 1
         chunks = [order[s:s + batch_size] for s in range(0, order.size, batch_size)]
         asks = set(stop.checkpoints(len(chunks))) if stop is not None else set()
+        args = (model, label, chunks, taps, on_tap, store, keep_outputs, stop, asks, stop_after)
         if self.collective.world == 1:
-            self._local(model, label, chunks, taps, on_tap, store, keep_outputs, stop, asks)
+            self._local(*args)
         else:
-            self._shared(model, label, chunks, taps, on_tap, store, keep_outputs, stop, asks)
+            self._shared(*args)
         return store
 
     def _local(self, model: Model, label: str, chunks: list[np.ndarray], taps: list[str] | None,
                on_tap: TapCollector | None, store: OutputStore, keep_outputs: bool,
-               stop: StopRule | None, asks: set[int]) -> None:
+               stop: StopRule | None, asks: set[int], stop_after: int | None) -> None:
         self.progress.start(label, sum(c.size for c in chunks))
         batches = self.loader(self.src, chunks)
         try:
             for k, (idx, arrays) in enumerate(batches, 1):
-                out = model.run(arrays, taps or (), on_tap)
+                out = model.run(arrays, taps or (), on_tap, stop_after)
                 if keep_outputs:
                     store.write(idx, out)
                 self.progress.advance(idx.size)
@@ -97,7 +102,8 @@ class Runner:
 
     def _shared(self, model: Model, label: str, chunks: list[np.ndarray],
                 taps: list[str] | None, on_tap: TapCollector | None, store: OutputStore,
-                keep_outputs: bool, stop: StopRule | None, asks: set[int]) -> None:
+                keep_outputs: bool, stop: StopRule | None, asks: set[int],
+                stop_after: int | None) -> None:
         """This rank's share of the batches (batch k when k mod world is its rank), exchanged
         window by window; each batch's tap moments are merged in global batch order, so every
         rank ends with exactly the accumulators one process would have. Windows also end at
@@ -115,7 +121,7 @@ class Runner:
                     batches = self.loader(self.src, [chunks[k] for k in ks])
                     for k, (idx, arrays) in zip(ks, batches, strict=True):
                         collector = TapCollector() if on_tap is not None else None
-                        out = model.run(arrays, taps or (), collector)
+                        out = model.run(arrays, taps or (), collector, stop_after)
                         done[k] = (idx, out if keep_outputs else None, collector)
                         self.progress.advance(idx.size)
                 except BncheckError as e:

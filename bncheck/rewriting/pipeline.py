@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bncheck.core.batchsize import LAYERS_TRIED
 from bncheck.core.model import LayerShapes, Model
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
@@ -36,8 +37,9 @@ def population_stats(model: Model, runner: Runner, batch_size: int,
     They are gathered exactly as compare's recalibrate candidate gathers them: normalization
     layers on batch statistics at the training batch size (running stats untouched, dropout in
     eval), over the same shuffled reference batches, merged in float64 weighted by element
-    count. Without ``train_batch_size``, an eval pass estimates it first; ``batch_size`` only
-    sets how that batch-independent pass is chunked, so it cannot change the result.
+    count. Without ``train_batch_size``, an eval pass estimates it first, through the layers
+    the estimate reads and no further; ``batch_size`` only sets how that batch-independent pass
+    is chunked, so it cannot change the result.
     ``shapes`` are the layers' per-sample input shapes (``layer_shapes``).
     """
     layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
@@ -48,8 +50,8 @@ def population_stats(model: Model, runner: Runner, batch_size: int,
     else:
         eval_taps = TapCollector()
         runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
-                   on_tap=eval_taps, keep_outputs=False).close()
-        train = training_batch(eval_taps, layers, n, None)
+                   on_tap=eval_taps, keep_outputs=False, stop_after=LAYERS_TRIED).close()
+        train = training_batch(eval_taps, layers, n, None, shapes)
     plan = plan_reference(train, n, model.max_batch)
     taps = TapCollector()
     runner.run(model.apply(RewriteMode.REFERENCE, shapes=shapes).model, "recalibrate",

@@ -43,17 +43,26 @@ def tap_outputs(tensor: str) -> tuple[str, str, str, str]:
     return tuple(tensor + s for s in SUFFIXES)  # type: ignore[return-value]
 
 
-def add_taps(proto: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelProto:
-    """A copy of ``proto`` that also outputs the per-sample summaries of ``tensors``."""
+def add_taps(proto: onnx.ModelProto, tensors: tuple[str, ...], *,
+             only_taps: bool = False) -> onnx.ModelProto:
+    """A copy of ``proto`` that also outputs the per-sample summaries of ``tensors``.
+
+    With ``only_taps``, the summaries are its only outputs, and it keeps only the nodes they
+    need: onnxruntime runs every node of a graph whatever outputs a run asks for.
+    """
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     g = out.graph
     version = opset(out)
     g.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k)
                          for k, v in _CONSTS.items())
+    if only_taps:
+        del g.output[:]
     for t in tensors:
         g.node.extend(_tap_nodes(t, version))
         g.output.extend(helper.make_empty_tensor_value_info(o) for o in tap_outputs(t))
+    if only_taps:
+        _keep_needed(g)
     declare_initializers(out)
     return out
 
@@ -69,6 +78,32 @@ def summary(got: Mapping[str, np.ndarray], tensor: str) -> TapSummary:
     return TapSummary(shift.reshape(n_c).astype(np.float64) + delta,
                       np.maximum(s2.reshape(n_c) - s1 * delta, 0.0),
                       tuple(int(d) for d in shape[1:]))
+
+
+def _keep_needed(g: onnx.GraphProto) -> None:
+    """Drop the nodes that no graph output depends on (initializers stay: old graphs declare
+    them as inputs, and onnxruntime drops the unused ones itself)."""
+    needed = {o.name for o in g.output}
+    kept: list[onnx.NodeProto] = []
+    for node in reversed(g.node):
+        if needed.isdisjoint(node.output):
+            continue
+        kept.append(node)
+        needed.update(node.input)
+        needed.update(_subgraph_inputs(node))
+    del g.node[:]
+    g.node.extend(reversed(kept))
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Every name the nodes of ``node``'s subgraphs (If, Loop, Scan) read, outer ones included."""
+    names: set[str] = set()
+    for a in node.attribute:
+        for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for n in sub.node:
+                names.update(n.input)
+                names.update(_subgraph_inputs(n))
+    return names
 
 
 def _tap_nodes(t: str, version: int) -> list[onnx.NodeProto]:

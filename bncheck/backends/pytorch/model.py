@@ -142,16 +142,21 @@ class TorchModel:
         return [t.to(self._input_dtype) if t.is_floating_point() else t for t in tensors]
 
     def run(self, batch: Sequence[np.ndarray], taps: Sequence[str] = (),
-            on_tap: TapFn | None = None) -> np.ndarray:
+            on_tap: TapFn | None = None, stop_after: int | None = None) -> np.ndarray:
         """Forward one batch under no_grad; pre-hooks reduce each tapped layer's input on the
-        device, and the summaries cross to the host together once the pass is over."""
+        device, and the summaries cross to the host together once the pass is over.
+
+        With ``stop_after``, the hook of the last layer wanted ends the forward pass there."""
         assert self.module is not None
         pending: list[_Reduced] = []
         handles = [self.module.get_submodule(name).register_forward_pre_hook(
-            _hook(name, pending)) for name in (taps if on_tap is not None else ())]
+            _hook(name, pending, stop_after)) for name in (taps if on_tap is not None else ())]
+        out = None
         try:
             with torch.no_grad(), full_precision():
                 out = self.module(*self._tensors(batch))
+        except _Enough:
+            pass
         except _TapFailure:
             raise  # bncheck's own bug: a traceback, not the user's problem
         except (RuntimeError, AssertionError, ValueError, TypeError, IndexError) as e:
@@ -165,7 +170,8 @@ class TorchModel:
         if on_tap is not None:
             for name, summary in to_host(pending):
                 on_tap(name, summary)
-        return _flatten(out, batch[0].shape[0])
+        n = batch[0].shape[0]
+        return np.empty((n, 0), np.float32) if stop_after is not None else _flatten(out, n)
 
     def apply(self, mode: RewriteMode, stats: PopulationStats | None = None,
               shapes: LayerShapes | None = None) -> PassResult:
@@ -267,7 +273,8 @@ def to_host(pending: Sequence[_Reduced]) -> list[tuple[str, TapSummary]]:
     return out
 
 
-def _hook(name: str, pending: list[_Reduced]):  # type: ignore[no-untyped-def]
+def _hook(name: str, pending: list[_Reduced],  # type: ignore[no-untyped-def]
+          stop_after: int | None):
     def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         x = args[0]
         try:
@@ -275,8 +282,14 @@ def _hook(name: str, pending: list[_Reduced]):  # type: ignore[no-untyped-def]
         except Exception as e:  # anything failing here is bncheck's fault, not the model's
             raise _TapFailure(f"tap on {name} failed") from e
         pending.append((name, mean, m2, tuple(x.shape[1:])))
+        if stop_after is not None and len({p[0] for p in pending}) >= stop_after:
+            raise _Enough
 
     return hook
+
+
+class _Enough(Exception):
+    """Raised by the hook of the last layer a ``stop_after`` pass wants: the rest need not run."""
 
 
 class _TapFailure(Exception):

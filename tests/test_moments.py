@@ -119,6 +119,7 @@ def test_device_summaries_cross_to_the_host_in_tap_order_for_every_dtype() -> No
 
 @pytest.mark.parametrize(("shape", "dtype"), [
     ((4, 3, 512, 512), np.float32),  # rows of 512: the float32 part of the sums
+    ((1, 3, 1024, 1024), np.float32),  # 1.9e-05 when the shift was one mean of the whole map
     ((2, 3, 4, 4096), np.float32),  # a wide last axis: the longest float32 row here
     ((4, 3, 16000), np.float32),  # rank 3: summed in float64 along its one axis
     ((4, 3, 6, 8, 8), np.float32),

@@ -335,8 +335,8 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX (target 3.0x; 4.87x at the issue; 3.41x, 3.43x, 3.85x and 3.42x in the
-  four runs before this one).** Each pass is slower than plain inference. Medians of 15
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue; 3.41x, 3.43x, 3.85x, 3.42x and 3.44x
+  in the five runs before this one).** Each pass is slower than plain inference. Medians of 15
   interleaved rounds of 8 batches, with the sessions built as bncheck builds them, in the
   machine's two states (see Noise); in brackets, the float64 taps of 3bbeb58 in the same state:
 
@@ -399,10 +399,14 @@ NOTES = """
   recalibration skips that pass (the row after it).
 - **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
-  run-to-run spread: 1.02x and 1.03x in two earlier runs today, 1.07x in a busy one.
+  run-to-run spread: 1.02x and 1.03x in two earlier runs today, 1.07x in a busy one, 1.07x in
+  the run before this one. Measured in one process right after this run, the same files read
+  1.07x and then 1.00x.
 - **instance-norm and batch-stats latency (targets 1.15x and 1.35x).** onnxruntime folds the
   original BN into Conv, and per-sample or per-batch statistics cost a reduction per
-  activation. In two runs today: instance-norm 1.22x and 1.33x; batch-stats 1.23x and 1.37x.
+  activation. In four runs today: instance-norm 1.22x, 1.33x, 1.27x and 1.35x; batch-stats
+  1.23x, 1.37x, 1.35x and 1.38x. In one process right after this run: 1.35x then 1.21x, and
+  1.38x then 1.26x.
 - **`inspect` of the 98 MiB state_dict (target 1.5x)**: between 1.34x and 1.62x in four runs
   today; see Noise.
 - **ResNet-50 layout at 224x224 on CPU** is one run of 16 samples: a plain forward of this model

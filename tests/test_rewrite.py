@@ -206,15 +206,6 @@ def test_the_estimating_pass_stops_after_the_layers_it_reads(fmt: str) -> None:
 
 def _fails_after_three_bns(tmp_path: Path, fmt: str) -> object:
     """Three BNs, then a Reshape to rows of 7 that no batch of 2x3x4x4 fits."""
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bns = torch.nn.Sequential(*(torch.nn.BatchNorm2d(3) for _ in range(3)))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.bns(x).reshape(-1, 7)
-
-    net = Net().eval()
     if fmt == "onnx":
         from onnx import TensorProto, helper, numpy_helper
 
@@ -236,7 +227,16 @@ def _fails_after_three_bns(tmp_path: Path, fmt: str) -> object:
     from bncheck.backends.pytorch.model import TorchModel
     from bncheck.core.formats import ModelFormat
 
-    return TorchModel(tmp_path / "net.pt", ModelFormat.TORCH_SAVE, net, None, torch.device("cpu"))
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bns = torch.nn.Sequential(*(torch.nn.BatchNorm2d(3) for _ in range(3)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bns(x).reshape(-1, 7)
+
+    return TorchModel(tmp_path / "net.pt", ModelFormat.TORCH_SAVE, Net().eval(), None,
+                      torch.device("cpu"))
 
 
 @pytest.mark.parametrize("fmt", ["full", "onnx"])

@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import DATA, ROOT, cli, model_path
 
+from bncheck.core.model import Model
+
 PIX_X = DATA / "pix_inputs.npy"
 
 
@@ -204,7 +206,7 @@ def test_the_estimating_pass_stops_after_the_layers_it_reads(fmt: str) -> None:
     assert training_batch(cut, layers, len(src), None, whole.shapes) == estimate
 
 
-def _fails_after_three_bns(tmp_path: Path, fmt: str) -> object:
+def _fails_after_three_bns(tmp_path: Path, fmt: str) -> Model:
     """Three BNs, then a Reshape to rows of 7 that no batch of 2x3x4x4 fits."""
     if fmt == "onnx":
         from onnx import TensorProto, helper, numpy_helper
@@ -245,12 +247,12 @@ def test_a_cut_short_forward_never_runs_what_follows(tmp_path: Path, fmt: str) -
     from bncheck.errors import BncheckError
 
     model = _fails_after_three_bns(tmp_path, fmt)
-    names = [layer.name for layer in model.layers()]  # type: ignore[attr-defined]
+    names = [layer.name for layer in model.layers()]
     x = [np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32)]
     with pytest.raises(BncheckError, match=r"rejected input|cannot run the model"):
-        model.run(x, names, TapCollector())  # type: ignore[attr-defined]
+        model.run(x, names, TapCollector())
     taps = TapCollector()
-    out = model.run(x, names, taps, stop_after=3)  # type: ignore[attr-defined]
+    out = model.run(x, names, taps, stop_after=3)
     assert out.shape == (2, 0) and taps.order == names
     np.testing.assert_allclose(taps.acc[names[2]].population.mean, x[0].mean((0, 2, 3)),
                                rtol=1e-5, atol=1e-6)

@@ -173,8 +173,9 @@ class OnnxModel:
             taps = taps[:stop_after]
         by_layer = {r.name: r.input for r in self._refs}
         tensors = tuple(dict.fromkeys(by_layer[t] for t in taps))
-        sess = self._session(tensors, stop_after is not None and on_tap is not None and
-                             bool(tensors))
+        # Cut the graph down only when summaries are what the caller wants back.
+        only_taps = stop_after is not None and on_tap is not None and bool(tensors)
+        sess = self._session(tensors, only_taps)
         feed: dict[str, np.ndarray] = {
             vi.name: np.ascontiguousarray(
                 a.astype(_NP_TYPES.get(vi.type.tensor_type.elem_type, np.float32), copy=False))

@@ -120,7 +120,8 @@ def test_device_summaries_cross_to_the_host_in_tap_order_for_every_dtype() -> No
 @pytest.mark.parametrize(("shape", "dtype"), [
     ((4, 3, 512, 512), np.float32),  # rows of 512: the float32 part of the sums
     ((1, 3, 1024, 1024), np.float32),  # 1.9e-05 when the shift was one mean of the whole map
-    ((2, 3, 4, 4096), np.float32),  # a wide last axis: the longest float32 row here
+    ((2, 3, 4, 4096), np.float32),  # a wide last axis: the longest float32 row
+    ((2, 3, 2, 16384), np.float32),  # longer rows: 1.2e-05 when summed in float32
     ((4, 3, 16000), np.float32),  # rank 3: summed in float64 along its one axis
     ((4, 3, 6, 8, 8), np.float32),
     ((64, 3), np.float32),  # one value per channel: the mean is exact, M2 is 0
@@ -135,7 +136,9 @@ def test_onnx_taps_are_exact_for_every_rank(shape: tuple[int, ...], dtype: type)
     from bncheck.backends.onnxrt.taps import add_taps, summary
 
     elem = TensorProto.FLOAT16 if dtype is np.float16 else TensorProto.FLOAT
-    for version in (9, 13, 18):  # axes and slice bounds as attributes, then as inputs
+    # 8: the row length by integer arithmetic (no Where); axes and slice bounds as attributes,
+    # then as inputs.
+    for version in (8, 9, 13, 18):
         graph = helper.make_graph(
             [helper.make_node("Relu", ["x"], ["y"])], "g",
             [helper.make_tensor_value_info("x", elem, ["N", *shape[1:]])],

@@ -1,7 +1,8 @@
 """Statistics taps inside an ONNX graph: per-sample, per-channel reductions as extra outputs.
 
 A tapped tensor x of shape (N, C, *spatial) is viewed as rows, (N, C, R, W): W is its last
-spatial axis for rank 4 and up, else 1. The graph computes, in float32:
+spatial axis for rank 4 and up where that is at most MAX_ROW long, else 1. The graph computes,
+in float32:
   m  = mean over R of ReduceMean(x over W)      a per-sample shift, not the answer
   d  = x - m                            exact where x is within a factor 2 of m (Sterbenz)
   s1 = sum over R of ReduceSum(d over W)         the row sums cast to float64 first
@@ -13,9 +14,10 @@ only float32 sums are single rows of d, whose error grows like sqrt(W) * 2^-24. 
 remains: a shift off by a sizeable part of the spread costs precision, which is why m is a mean
 of row means (one float32 mean of a whole map was that far off from 1024x1024 on). Measured
 against float64 numpy under a 1e4 offset: 1.6e-07 relative at 512x512, 1.2e-06 at 1024x1024,
-1.7e-06 at 2048x2048 (1.9e-05 and 5.1e-05 with a one-level mean), 4.0e-06 for rows of 4096,
-9.9e-06 for rows of 16384. Float64 over the whole tensor (this module's first form) cost a
-Cast of every element and three float64 passes; this reads the tensor four times in float32.
+1.7e-06 at 2048x2048 (1.9e-05 and 5.1e-05 with a one-level mean), 4.0e-06 for rows of 4096;
+rows of 16384 gave 1.2e-05 in float32, hence MAX_ROW (4.7e-10 summed in float64, as W = 1).
+Float64 over the whole tensor (this module's first form) cost a Cast of every element and three
+float64 passes; this reads the tensor four times in float32.
 onnxruntime never returns whole activations: only (N, C) summaries leave the graph.
 """
 
@@ -34,11 +36,18 @@ from bncheck.core.model import TapSummary
 AXES_INPUT_OPSET = {"ReduceSum": 13, "ReduceMean": 18, "ReduceSumSquare": 18}
 # Slice takes starts and ends as inputs from this opset on.
 SLICE_INPUTS_OPSET = 10
+# Where, and Greater on integers, exist from this opset on.
+WHERE_OPSET = 9
 SUFFIXES = (".bncheck_shift", ".bncheck_s1", ".bncheck_s2", ".bncheck_shape")
+# The longest row summed in float32: under the 1e4 offset, rows of 4096 give 4.0e-06 relative in
+# the variance, rows of 16384 1.2e-05 (over the 1e-5 promise). Longer rows are summed element by
+# element in float64, as rank 3 is.
+MAX_ROW = 4096
 # Constants the tap nodes share (one copy, whatever the number of taps).
 _CONSTS = {"bncheck.keep_nc": [0, 0, -1], "bncheck.nc11": [0, 0, 1, 1], "bncheck.one": [1],
            "bncheck.axes_2": [2], "bncheck.axes_3": [3], "bncheck.from_3": [3],
-           "bncheck.from_last": [-1], "bncheck.to_end": [2**62]}
+           "bncheck.from_last": [-1], "bncheck.to_end": [2**62],
+           "bncheck.max_row": [MAX_ROW], "bncheck.over_max_row": [MAX_ROW + 1]}
 
 
 def tap_outputs(tensor: str) -> tuple[str, str, str, str]:
@@ -114,12 +123,14 @@ def _tap_nodes(t: str, version: int) -> list[onnx.NodeProto]:
     shift, s1, s2, shape = tap_outputs(t)
     return [
         helper.make_node("Shape", [t], [shape], name=f"{p}/Shape"),
-        # W: the last spatial axis from rank 4 on, else 1 (rank 3 sums its one axis in float64).
+        # W: the last spatial axis from rank 4 on, else 1 (rank 3 sums its one axis in float64);
+        # then 1 for a row over MAX_ROW as well.
         _slice(shape, f"{p}.after_h", "bncheck.from_3", version, f"{p}/AfterH"),
         helper.make_node("Concat", ["bncheck.one", f"{p}.after_h"], [f"{p}.w_candidates"], axis=0,
                          name=f"{p}/WCandidates"),
         _slice(f"{p}.w_candidates", f"{p}.w", "bncheck.from_last", version, f"{p}/W"),
-        helper.make_node("Concat", ["bncheck.keep_nc", f"{p}.w"], [f"{p}.rows_shape"], axis=0,
+        *_row_length(p, version),
+        helper.make_node("Concat", ["bncheck.keep_nc", f"{p}.row"], [f"{p}.rows_shape"], axis=0,
                          name=f"{p}/RowsShape"),
         # Half-precision activations are reduced in float32; onnxruntime drops a no-op Cast.
         helper.make_node("Cast", [t], [f"{p}.f32"], to=onnx.TensorProto.FLOAT, name=f"{p}/Cast"),
@@ -147,6 +158,29 @@ def _tap_nodes(t: str, version: int) -> list[onnx.NodeProto]:
         _reduce("ReduceSum", f"{p}.s2_rows64", s2, "bncheck.axes_2", [2], version, f"{p}/S2",
                 keep=False),
     ]
+
+
+def _row_length(p: str, version: int) -> list[onnx.NodeProto]:
+    """``{p}.row``: ``{p}.w``, or 1 where that is over MAX_ROW."""
+    w, one = f"{p}.w", "bncheck.one"
+    if version >= WHERE_OPSET:
+        return [helper.make_node("Greater", [w, "bncheck.max_row"], [f"{p}.row_long"],
+                                 name=f"{p}/RowLong"),
+                helper.make_node("Where", [f"{p}.row_long", one, w], [f"{p}.row"],
+                                 name=f"{p}/Row")]
+
+    # Integer arithmetic before that: long = 1 - 1 // (1 + w // (MAX_ROW + 1)) is 0 or 1, and
+    # row = w - long * (w - 1). (Seven nodes, against two: they slow session creation.)
+    def op(kind: str, a: str, b: str, out: str) -> onnx.NodeProto:
+        return helper.make_node(kind, [a, b], [f"{p}.{out}"], name=f"{p}/{out}")
+
+    return [op("Div", w, "bncheck.over_max_row", "row_blocks"),
+            op("Add", f"{p}.row_blocks", one, "row_blocks1"),
+            op("Div", one, f"{p}.row_blocks1", "row_fits"),
+            op("Sub", one, f"{p}.row_fits", "row_long"),
+            op("Sub", w, one, "w_less1"),
+            op("Mul", f"{p}.row_long", f"{p}.w_less1", "row_cut"),
+            op("Sub", w, f"{p}.row_cut", "row")]
 
 
 def _reduce(op: str, x: str, y: str, axes_const: str, axes: list[int], version: int, name: str,

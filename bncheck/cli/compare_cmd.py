@@ -79,7 +79,6 @@ def compare(
     from bncheck.api import compare as run_compare
     from bncheck.cli.common import image_options, sample_shape
     from bncheck.core.findings import exit_code
-    from bncheck.report.compare_text import render_comparison
     from bncheck.report.console import emit_json, reporting, stdout_console
     from bncheck.report.progress import shown_progress
 
@@ -112,6 +111,8 @@ def compare(
     if format is OutputFormat.JSON:
         emit_json(result.to_json(commands))
     else:
+        from bncheck.report.compare_text import render_comparison  # rich: text reports only
+
         render_comparison(result, commands, stdout_console())
     raise typer.Exit(code)
 

@@ -31,11 +31,12 @@ def inspect(
     from bncheck.core.findings import exit_code
     from bncheck.core.results import inspection_json
     from bncheck.report.console import emit_json, stdout_console
-    from bncheck.report.inspect_text import render_inspection
 
     result = run_inspect(model, arch=arch, allow_pickle=allow_pickle)
     if format is OutputFormat.JSON:
         emit_json(inspection_json(result))
     else:
+        from bncheck.report.inspect_text import render_inspection  # rich: text reports only
+
         render_inspection(result, stdout_console())
     raise typer.Exit(exit_code(result.findings, fail_on))

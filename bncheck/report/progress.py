@@ -5,25 +5,29 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from typing import TYPE_CHECKING
 
 from bncheck.core.progress import NoProgress
 from bncheck.core.progress import Progress as ProgressSink
 from bncheck.report.console import reporting
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class RichProgress:
     """One bar per stage."""
 
     def __init__(self) -> None:
+        # Imported here: only a terminal shows a bar.
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self._bar = Progress(TextColumn("{task.description:>12}"), BarColumn(),
                              MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
         self._task: TaskID | None = None

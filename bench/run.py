@@ -295,7 +295,8 @@ NOTES = """
   the device (float32, half precision widened) and keeps the (N, C) results there until the
   forward pass ends; then one concatenated copy goes to the host. The onnxruntime graph computes
   the summaries as extra outputs: float32 sums over single rows of the activation (its last
-  spatial axis), added up in float64, finished on the host with the corrected two-pass formula
+  spatial axis, where that is at most 4096 values long; longer ones are summed in float64),
+  added up in float64, finished on the host with the corrected two-pass formula
   (docs/design.md, Precision). The core merges the summaries in float64. The accuracy of both
   under a 1e4 offset is a test (`tests/test_moments.py`), not a row.
 - **Bytecode.** bncheck is byte-compiled before the rows run, as an installed package is. This
@@ -335,8 +336,12 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX (target 3.0x; 4.87x at the issue; 3.41x, 3.43x, 3.85x, 3.42x and 3.44x
-  in the five runs before this one).** Each pass is slower than plain inference. Medians of 15
+- **`compare` on ONNX (target 3.0x; 4.87x at the issue; 3.41x, 3.43x, 3.85x, 3.42x, 3.44x and
+  3.56x in the six runs before this one).** The time spent inside onnxruntime's `run` calls
+  alone, with no start-up, is 3.0x to 3.9x what the whole baseline spends there: in 3 pairs
+  outside `make bench`, 1.11 s to 1.50 s against 0.32 s to 0.38 s (eval 0.42 s to 0.58 s,
+  reference 0.47 s to 0.64 s, noise floor 0.20 s to 0.29 s). Each pass is slower than plain
+  inference. Medians of 15
   interleaved rounds of 8 batches, with the sessions built as bncheck builds them, in the
   machine's two states (see Noise); in brackets, the float64 taps of 3bbeb58 in the same state:
 
@@ -350,9 +355,10 @@ NOTES = """
   longer fuses that BN into its Conv, and converts the tensor out of its blocked (NCHWc) layout.
   With the noise-floor pass stopped at half, the passes add up to 3.2 plain passes when calm.
   Start-up adds about 0.4 s to the baseline's 0.17 s: 0.28 s before the first pass (typer,
-  which imports pydantic from 0.29 on, rich, onnx and bncheck itself) and three sessions
-  against one (0.14 s against 0.05 s). At 256 samples that start-up alone is 0.8x of the
-  baseline; the 1024-sample row spreads it over four times the work.
+  which imports pydantic from 0.29 on, onnx and bncheck itself; a JSON report no longer imports
+  rich, 0.05 s less) and three sessions against one (0.14 s against 0.05 s). At 256 samples
+  that start-up alone is 0.8x of the baseline; the 1024-sample row spreads it over four times
+  the work.
 
   So three passes cannot reach 3.0x at 256 samples on this machine: with taps that cost nothing,
   the passes would still add up to 1 + 1.19 + 0.6 = 2.8 plain passes, and start-up comes on top.
@@ -368,6 +374,10 @@ NOTES = """
   - the weights shared between the three sessions as external initializers: the three
     sessions took 0.12 s to 0.16 s either way;
   - sharing the tapped session with the noise-floor pass: no change;
+  - tapping each BN's output instead of its input (its summaries map back through the BN's
+    affine map), so that onnxruntime keeps fusing BN into Conv: the tapped graph ran 1.24x and
+    1.26x a plain pass against 1.16x and 1.25x for input taps, in two sets of 15 rounds (the
+    tap then blocks the Relu fusion instead);
   - onnxruntime's parallel execution mode: 2.2x to 3.1x a plain pass; without the NCHWc layout
     (optimization level "extended"), about 1.9x;
   - onnxruntime's own BatchNormalization with training_mode=1 as the reference's BN (opset 14

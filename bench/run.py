@@ -332,6 +332,14 @@ NOTES = """
 - **torchrun scaling** is measured with one thread per process on this 2-core machine, so the
   two processes cannot use more cores than the machine has; start-up and process-group set-up
   are part of both figures.
+- **`rewrite --mode recalibrate`** (1.37x before issue 13, 1.76x before its estimating pass
+  was cut short in 87d9698, 1.46x and 1.45x after). Recalibration gathers its statistics as
+  compare does (issue 13): an eval pass to estimate the training batch size, then the reference
+  at that size, over shuffled batches; `update_bn` makes one pass at whatever batch size it is
+  given, and is less exact (2.6e-05 against 4.6e-09 here). The estimating pass runs the network
+  only through the first three BN layers, which are all the estimate reads (the forward stops
+  there; an ONNX graph is cut down to them). Given `--train-batch-size`, as the fix command that
+  `compare` prints gives it, recalibration skips that pass (the row after it).
 - **GPU rows** come from `bench/gpu.sh` on a GPU machine (`bench/gpu_results.md`, below).
 
 ## Where a target is not met
@@ -341,9 +349,9 @@ NOTES = """
   alone, with no start-up, is 3.0x to 3.9x what the whole baseline spends there: in 3 pairs
   outside `make bench`, 1.11 s to 1.50 s against 0.32 s to 0.38 s (eval 0.42 s to 0.58 s,
   reference 0.47 s to 0.64 s, noise floor 0.20 s to 0.29 s). Each pass is slower than plain
-  inference. Medians of 15
-  interleaved rounds of 8 batches, with the sessions built as bncheck builds them, in the
-  machine's two states (see Noise); in brackets, the float64 taps of 3bbeb58 in the same state:
+  inference. Medians of 15 interleaved rounds of 8 batches, with the sessions built as bncheck
+  builds them, in the machine's two states (see Noise); in brackets, the float64 taps of
+  3bbeb58 in the same state:
 
   | pass | calm | busy |
   |---|---|---|
@@ -397,28 +405,23 @@ NOTES = """
     reduces over axes (0, 2, 3) more slowly than it multiplies.
 
   The rows at 1024 and 4096 samples show where the time goes as the work grows: start-up and
-  the noise floor's first batches spread out, and the two tapped passes stay.
+  the noise floor's first batches spread out, and the two tapped passes stay. They move with
+  the machine's state as well: the 4096-sample row read 2.78x and 2.87x in the two runs before
+  this one, and 3.53x in this one. Right after this run, the code at 68229b7 and at ef34c67
+  (two commits on, neither of them in the passes) took 19.2 s each (medians of 3 interleaved
+  runs), and one more run took 17.86 s against a 5.57 s baseline (3.2x).
 
-- **`rewrite --mode recalibrate` (target 1.5x; 1.37x before issue 13, 1.76x in the run before
-  this one).** Recalibration gathers its statistics as compare does (issue 13): an eval pass to
-  estimate the training batch size, then the reference at that size, over shuffled batches;
-  `update_bn` makes one pass at whatever batch size it is given, and is less exact (2.6e-05
-  against 4.6e-09 here). The estimating pass runs the network only through the first three BN
-  layers, which are all the estimate reads (the forward stops there; an ONNX graph is cut down
-  to them). Given `--train-batch-size`, as the fix command that `compare` prints gives it,
-  recalibration skips that pass (the row after it).
 - **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
-  run-to-run spread: 1.02x and 1.03x in two earlier runs today, 1.07x in a busy one, 1.07x in
-  the run before this one. Measured in one process right after this run, the same files read
-  1.07x and then 1.00x.
+  run-to-run spread: 1.02x to 1.08x in the five runs before this one. Measured in one process
+  right after one of them, the same files read 1.07x and then 1.00x.
 - **instance-norm and batch-stats latency (targets 1.15x and 1.35x).** onnxruntime folds the
   original BN into Conv, and per-sample or per-batch statistics cost a reduction per
-  activation. In four runs today: instance-norm 1.22x, 1.33x, 1.27x and 1.35x; batch-stats
-  1.23x, 1.37x, 1.35x and 1.38x. In one process right after this run: 1.35x then 1.21x, and
-  1.38x then 1.26x.
-- **`inspect` of the 98 MiB state_dict (target 1.5x)**: between 1.34x and 1.62x in four runs
-  today; see Noise.
+  activation. In the five runs before this one: instance-norm 1.22x to 1.35x, batch-stats
+  1.23x to 1.38x (this run: 1.33x and 1.36x; the rewrite passes have not changed). In one process
+  right after one of them: 1.35x then 1.21x, and 1.38x then 1.26x.
+- **`inspect` of the 98 MiB state_dict (target 1.5x)**: between 1.10x and 1.62x in the seven
+  runs before this one; see Noise.
 - **ResNet-50 layout at 224x224 on CPU** is one run of 16 samples: a plain forward of this model
   takes 150 s on these 2 cores (most of it in the kernel: glibc maps and unmaps each activation
   over 32 MiB, and page faults are slow on this VM), so the row is for information.

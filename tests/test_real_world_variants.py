@@ -259,6 +259,19 @@ def test_half_precision_modules(tmp_path: Path, dtype: str, device: str) -> None
     assert report.ok, [(c.name, c.measured, c.tolerance) for c in report.checks]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torchscript_on_cuda_says_where_it_ran() -> None:
+    from bncheck.backends.onnxrt.model import cuda_provider
+    from bncheck.backends.pytorch.model import TORCHSCRIPT_ON_CPU
+
+    r = cli("compare", model_path("digits", "torchscript"), "--data", DATA / "digits_x.npy",
+            "--device", "cuda", "--format", "json")
+    doc = r.json()
+    assert doc["verdict"] == "ok", r.err
+    # TorchScript runs as ONNX: on the GPU with onnxruntime-gpu, else on the CPU, and said so.
+    assert (TORCHSCRIPT_ON_CPU in doc["notes"]) is not cuda_provider()
+
+
 def test_float16_onnx_graph(tmp_path: Path, samples: Path) -> None:
     rng = np.random.default_rng(0)
     params = [rng.uniform(0.5, 1.5, C), rng.normal(size=C), rng.normal(size=C),

@@ -238,11 +238,16 @@ class OnnxModel:
         onnx.save(proto, str(path))
 
 
-def _providers(device: Device) -> list[Any]:
-    """onnxruntime providers for ``device``; CUDA first when asked for and present."""
+def cuda_provider() -> bool:
+    """Whether this onnxruntime can run on a GPU (onnxruntime-gpu)."""
     import onnxruntime as ort
 
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _providers(device: Device) -> list[Any]:
+    """onnxruntime providers for ``device``; CUDA first when asked for and present."""
+    cuda = cuda_provider()
     if device is Device.CUDA and not cuda:
         raise BncheckError("--device cuda: onnxruntime has no CUDA provider here "
                            "(install onnxruntime-gpu, or use --device cpu)")

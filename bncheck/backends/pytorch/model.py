@@ -31,6 +31,10 @@ from bncheck.core.model import (
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
 
+TORCHSCRIPT_ON_CPU = ("TorchScript runs as its ONNX form, and this onnxruntime has no CUDA "
+                      "provider: it ran on the CPU, not the GPU (install onnxruntime-gpu to run "
+                      "it there)")
+
 
 def resolve_device(device: Device) -> torch.device:
     """``auto`` picks CUDA when present; ``cuda`` without a GPU is a user error."""
@@ -115,10 +119,15 @@ class TorchModel:
             if example is None:
                 raise BncheckError(f"{self.path} is TorchScript; give --data so bncheck can "
                                    "trace it to ONNX")
-            from bncheck.backends.onnxrt.model import OnnxModel
+            from bncheck.backends.onnxrt.model import OnnxModel, cuda_provider
 
             proto = to_onnx_proto(self.module, self._tensors(example), _input_names(len(example)))
-            return OnnxModel(proto, self.path, fmt=self.format)
+            gpu = self.device.type == "cuda"
+            on_gpu = gpu and cuda_provider()
+            # Said, not silent: the user asked for the GPU, and the report must not imply it.
+            notes = (TORCHSCRIPT_ON_CPU,) if gpu and not on_gpu else ()
+            return OnnxModel(proto, self.path, Device.CUDA if on_gpu else Device.CPU,
+                             fmt=self.format, notes=notes)
         if example is not None:
             self._input_shapes = [tuple(a.shape[1:]) for a in example]
         return self

@@ -202,8 +202,8 @@ def test_the_estimating_pass_stops_after_the_layers_it_reads(fmt: str) -> None:
                                    whole.acc[name].population.mean, rtol=1e-6)
         np.testing.assert_allclose(cut.acc[name].population.var,
                                    whole.acc[name].population.var, rtol=1e-6)
-    estimate = training_batch(whole, layers, len(src), None, whole.shapes)
-    assert training_batch(cut, layers, len(src), None, whole.shapes) == estimate
+    estimate = training_batch(whole, layers, len(src), whole.shapes)
+    assert training_batch(cut, layers, len(src), whole.shapes) == estimate
 
 
 def _fails_after_three_bns(tmp_path: Path, fmt: str) -> Model:

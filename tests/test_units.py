@@ -12,11 +12,9 @@ from bncheck.core.compare import Measurements
 from bncheck.core.diagnosis import divergence
 from bncheck.core.discrepancy import Discrepancy
 from bncheck.core.layers import Family, MomentumNote, NormLayer
-from bncheck.core.model import TapSummary
 from bncheck.core.moments import LayerAccumulator
 from bncheck.core.outputs import OutputStore
-from bncheck.core.reference import plan_reference, training_batch
-from bncheck.core.taps import TapCollector
+from bncheck.core.reference import given_batch, plan_reference
 from bncheck.core.tolerance import tolerance_for
 from bncheck.core.verdict import FixMode, VerdictKind, decide
 from tests.support.stats import accumulate
@@ -115,9 +113,7 @@ def test_batch_size_is_assumed_when_samples_barely_differ() -> None:
 
 
 def test_batch_size_from_the_option_and_unused() -> None:
-    taps = TapCollector()
-    taps("bn", TapSummary(np.zeros((8, 1)), np.zeros((8, 1)), (1, 4)))
-    plan = plan_reference(training_batch(taps, {"bn": _layer([0.0], [1.0])}, 8, 2, taps.shapes), 8)
+    plan = plan_reference(given_batch(2), 8)
     assert plan.train.source is BatchSizeSource.OPTION and plan.batch == 2
     assert sorted(plan.used.tolist()) == list(range(8))  # all samples, shuffled
     from bncheck.core.compare import compare

@@ -26,7 +26,7 @@ from bncheck.core.moments import Moments
 from bncheck.core.noise import noise_floor
 from bncheck.core.options import RewriteMode
 from bncheck.core.progress import NoProgress, Progress
-from bncheck.core.reference import plan_reference, training_batch
+from bncheck.core.reference import given_batch, plan_reference, training_batch
 from bncheck.core.runner import Loader, Runner, serial_loader
 from bncheck.core.shift import InputExpectation, ShiftEvidence, input_shift, probe_preprocessing
 from bncheck.core.taps import TapCollector
@@ -90,8 +90,9 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     order = eval_taps.order
     spatial = {name: eval_taps.acc[name].spatial > 1 for name in order}
     shapes = eval_taps.shapes
-    plan = plan_reference(training_batch(eval_taps, layers, n, train_batch_size, shapes), n,
-                          model.max_batch)
+    train = given_batch(train_batch_size) if train_batch_size is not None \
+        else training_batch(eval_taps, layers, n, shapes)
+    plan = plan_reference(train, n, model.max_batch)
     b, used = plan.batch, plan.used
     notes = [*model.notes, *plan.notes]
 

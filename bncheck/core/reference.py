@@ -42,14 +42,13 @@ class ReferencePlan:
 
 
 def training_batch(eval_taps: TapCollector, layers: Mapping[str, NormLayer], n: int,
-                   train_batch_size: int | None, shapes: LayerShapes) -> BatchSizeEstimate:
-    """--train-batch-size when given, else the estimate from an eval pass over ``n`` samples
-    that tapped the layers of ``layers`` nearest the input (LAYERS_TRIED of them, or more).
+                   shapes: LayerShapes) -> BatchSizeEstimate:
+    """The training batch size estimated from an eval pass over ``n`` samples that tapped the
+    layers of ``layers`` nearest the input (LAYERS_TRIED of them, or more); ``given_batch`` when
+    the user gave it.
 
     ``shapes`` are the per-sample input shapes of every layer in ``layers``.
     """
-    if train_batch_size is not None:
-        return given_batch(train_batch_size)
     order = eval_taps.order
     # A layer with one value per channel per sample ((N, C), or 1x1 maps) cannot train at
     # batch size 1: torch refuses, as there is no variance to normalize with.

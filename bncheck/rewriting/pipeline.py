@@ -51,7 +51,7 @@ def population_stats(model: Model, runner: Runner, batch_size: int,
         eval_taps = TapCollector()
         runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
                    on_tap=eval_taps, keep_outputs=False, stop_after=LAYERS_TRIED).close()
-        train = training_batch(eval_taps, layers, n, None, shapes)
+        train = training_batch(eval_taps, layers, n, shapes)
     plan = plan_reference(train, n, model.max_batch)
     taps = TapCollector()
     runner.run(model.apply(RewriteMode.REFERENCE, shapes=shapes).model, "recalibrate",

@@ -314,3 +314,32 @@ def test_precision_policy_is_applied_and_restored() -> None:
     finally:
         torch.backends.cudnn.allow_tf32 = True
         torch.set_float32_matmul_precision("highest")
+
+
+def test_weights_read_only_inside_control_flow_survive_rewrites(tmp_path: Path,
+                                                                 samples: Path) -> None:
+    rng = np.random.default_rng(0)
+    params = {"s": rng.uniform(0.5, 1.5, C), "b": rng.normal(size=C), "m": rng.normal(size=C),
+              "v": rng.uniform(0.5, 2, C), "w": rng.normal(size=(C, 1, 1))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()]
+    inits.append(numpy_helper.from_array(np.array(True), "c"))
+
+    def branch(op: str) -> onnx.GraphProto:
+        # Reads the outer graph's "w": nothing at the top level does.
+        return helper.make_graph([helper.make_node(op, ["y", "w"], [f"z_{op}"])], op, [],
+                                 [helper.make_tensor_value_info(f"z_{op}", TensorProto.FLOAT,
+                                                                None)])
+
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"]),
+             helper.make_node("If", ["c"], ["z"], then_branch=branch("Add"),
+                              else_branch=branch("Sub"))]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, 4, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
+    model = tmp_path / "if.onnx"
+    onnx.save(onnx_model(graph, 13), model)
+    for mode in ("fold", "recalibrate", "batch-stats", "instance-norm"):
+        out = tmp_path / f"{mode}.onnx"
+        r = cli("rewrite", model, "--mode", mode, "-o", out, "--data", samples)
+        assert r.code == 0, (mode, r.out, r.err)
+        assert "w" in {t.name for t in onnx.load(out).graph.initializer}

@@ -72,6 +72,25 @@ def declare_initializers(model: onnx.ModelProto) -> None:
         for t in model.graph.initializer if t.name not in declared)
 
 
+def node_reads(node: onnx.NodeProto) -> set[str]:
+    """Every name ``node`` reads: its inputs, and all that its subgraphs (If, Loop, Scan) read,
+    outer-scope names included."""
+    names = set(node.input)
+    for a in node.attribute:
+        for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for n in sub.node:
+                names |= node_reads(n)
+    return names
+
+
+def graph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Every name the nodes of ``graph`` read (``node_reads``), and its outputs."""
+    names = {o.name for o in graph.output}
+    for n in graph.node:
+        names |= node_reads(n)
+    return names
+
+
 def opset(model: onnx.ModelProto) -> int:
     """The default-domain opset version."""
     for o in model.opset_import:

@@ -8,7 +8,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bncheck.backends.onnxrt.graph import Constants, attr, declare_initializers, opset
+from bncheck.backends.onnxrt.graph import (
+    Constants,
+    attr,
+    declare_initializers,
+    graph_reads,
+    opset,
+)
 from bncheck.backends.onnxrt.layers import is_training_mode, layer_name
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
 from bncheck.core.layers import KEPT_2D
@@ -245,14 +251,13 @@ class _Editor:
 def _drop_unused(graph: onnx.GraphProto) -> None:
     """Remove initializers and Constant/Identity nodes nothing reads any more."""
     while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        used = graph_reads(graph)
         dead = [n for n in graph.node if n.op_type in ("Constant", "Identity")
                 and not any(o in used for o in n.output)]
         for n in dead:
             graph.node.remove(n)
         if not dead:
             break
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     init_names = {t.name for t in graph.initializer}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bncheck.backends.onnxrt.graph import declare_initializers, opset
+from bncheck.backends.onnxrt.graph import declare_initializers, node_reads, opset
 from bncheck.core.model import TapSummary
 
 # Reduce ops take their axes as an input from these opsets on (an attribute before).
@@ -101,21 +101,9 @@ def _keep_needed(g: onnx.GraphProto) -> None:
         if needed.isdisjoint(node.output):
             continue
         kept.append(node)
-        needed.update(node.input)
-        needed.update(_subgraph_inputs(node))
+        needed |= node_reads(node)
     del g.node[:]
     g.node.extend(reversed(kept))
-
-
-def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
-    """Every name the nodes of ``node``'s subgraphs (If, Loop, Scan) read, outer ones included."""
-    names: set[str] = set()
-    for a in node.attribute:
-        for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
-            for n in sub.node:
-                names.update(n.input)
-                names.update(_subgraph_inputs(n))
-    return names
 
 
 def _tap_nodes(t: str, version: int) -> list[onnx.NodeProto]:

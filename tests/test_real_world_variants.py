@@ -316,6 +316,39 @@ def test_precision_policy_is_applied_and_restored() -> None:
         torch.set_float32_matmul_precision("highest")
 
 
+def test_sessions_take_large_weights_as_values() -> None:
+    import onnxruntime as ort
+
+    from bncheck.backends.onnxrt.weights import MIN_BYTES, session
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(32, 16, 3, 3)).astype(np.float32)
+    h = rng.normal(size=(16, 16, 16)).astype(np.float16)
+    b = rng.normal(size=32).astype(np.float32)
+    assert min(w.nbytes, h.nbytes) >= MIN_BYTES > b.nbytes
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16),
+             helper.make_node("Add", ["xh", "h"], ["z"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT16, None)],
+        [numpy_helper.from_array(v, k) for k, v in {"w": w, "h": h, "b": b}.items()])
+    proto = onnx_model(graph, 13)
+    x = rng.normal(size=(2, 16, 16, 16)).astype(np.float32)
+    cpu = ["CPUExecutionProvider"]
+    whole = ort.InferenceSession(proto.SerializeToString(), providers=cpu).run(None, {"x": x})
+    before = proto.SerializeToString()
+    shared = session(proto, ort.SessionOptions(), cpu).run(None, {"x": x})
+    assert proto.SerializeToString() == before  # the caller's graph is left as it was
+    for a, s in zip(whole, shared, strict=True):
+        np.testing.assert_array_equal(a, s)
+    session(proto, ort.SessionOptions(), cpu, owned=True)
+    handed = {t.name for t in proto.graph.initializer
+              if t.data_location == TensorProto.EXTERNAL and not t.raw_data}
+    assert handed == {"w", "h"}
+
+
 def test_weights_read_only_inside_control_flow_survive_rewrites(tmp_path: Path,
                                                                  samples: Path) -> None:
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, stati
 from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_norms
 from bncheck.backends.onnxrt.passes import apply_pass
 from bncheck.backends.onnxrt.taps import add_taps, summary
+from bncheck.backends.onnxrt.weights import session
 from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
 from bncheck.core.model import (
@@ -149,7 +150,7 @@ class OnnxModel:
             proto = add_taps(self.proto, taps, only_taps=only_taps)
         providers = _providers(self.device)
         try:
-            sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=providers)
+            sess = session(proto, opts, providers, owned=bool(taps))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BncheckError(f"{self.path}: onnxruntime cannot run this graph: "
                                f"{str(e).splitlines()[0]}") from e

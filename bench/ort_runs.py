@@ -1,0 +1,59 @@
+"""Seconds spent inside onnxruntime's ``InferenceSession.run`` calls, printed on stdout.
+
+``ort_runs.py compare MODEL DATA BS TRAIN_BS``: the calls of one ``bncheck compare`` (its CLI,
+in this process); ``ort_runs.py plain MODEL DATA BS``: those of plain inference over the same
+batches. Start-up, session creation and everything bncheck does between the calls are left out,
+so the ratio of the two is the least that the wall-time ratio of ``compare`` can be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SPENT = [0.0]
+_RUN = ort.InferenceSession.run
+
+
+def _timed_run(self: ort.InferenceSession, *args: Any, **kwargs: Any) -> Any:
+    t = time.perf_counter()
+    try:
+        return _RUN(self, *args, **kwargs)
+    finally:
+        SPENT[0] += time.perf_counter() - t
+
+
+def compare(model: str, data: str, bs: str, train_bs: str) -> None:
+    """One ``bncheck compare --format json``, its report discarded."""
+    from bncheck.cli.app import main
+
+    sys.argv = ["bncheck", "compare", model, "--data", data, "--batch-size", bs,
+                "--train-batch-size", train_bs, "--format", "json"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main()
+
+
+def plain(model: str, data: str, bs: str) -> None:
+    """Plain inference, as bench/baselines.py ort-eval runs it."""
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.load(data)
+    for s in range(0, len(x), int(bs)):
+        sess.run(None, {name: x[s:s + int(bs)]})
+
+
+if __name__ == "__main__":
+    ort.InferenceSession.run = _timed_run
+    what: dict[str, Callable[..., None]] = {"compare": compare, "plain": plain}
+    what[sys.argv[1]](*sys.argv[2:])
+    print(f"{SPENT[0]:.6f}")

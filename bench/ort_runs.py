@@ -2,8 +2,9 @@
 
 ``ort_runs.py compare MODEL DATA BS TRAIN_BS``: the calls of one ``bncheck compare`` (its CLI,
 in this process); ``ort_runs.py plain MODEL DATA BS``: those of plain inference over the same
-batches. Start-up, session creation and everything bncheck does between the calls are left out,
-so the ratio of the two is the least that the wall-time ratio of ``compare`` can be.
+batches. Start-up, session creation and everything bncheck does between the calls are left out:
+the wall-time ratio of ``compare`` is a mean of this ratio and start-up's, weighted by the
+baseline's shares.
 """
 
 from __future__ import annotations

@@ -15,6 +15,15 @@ EXPORT_OPSET = 17
 # Graphs older than this are converted up before a rewrite: BatchNormalization changed its
 # attributes (spatial, is_test) until opset 9. Newer graphs keep their own opset.
 MIN_REWRITE_OPSET = 9
+# The element types whose bytes numpy reads as they are: those of the inputs bncheck feeds, and
+# of the weights it hands to onnxruntime as values.
+NP_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+}
 
 
 def load_proto(path: Path) -> onnx.ModelProto:

@@ -15,7 +15,13 @@ from bncheck.backends.onnxrt.dropout import (
     dropout_nodes,
     has_active_dropout,
 )
-from bncheck.backends.onnxrt.graph import ensure_opset, load_proto, opset, static_shapes
+from bncheck.backends.onnxrt.graph import (
+    NP_TYPES,
+    ensure_opset,
+    load_proto,
+    opset,
+    static_shapes,
+)
 from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_norms
 from bncheck.backends.onnxrt.passes import apply_pass
 from bncheck.backends.onnxrt.taps import add_taps, summary
@@ -31,14 +37,6 @@ from bncheck.core.model import (
 )
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
-
-_NP_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
-}
 
 
 class OnnxModel:
@@ -179,7 +177,7 @@ class OnnxModel:
         sess = self._session(tensors, only_taps)
         feed: dict[str, np.ndarray] = {
             vi.name: np.ascontiguousarray(
-                a.astype(_NP_TYPES.get(vi.type.tensor_type.elem_type, np.float32), copy=False))
+                a.astype(NP_TYPES.get(vi.type.tensor_type.elem_type, np.float32), copy=False))
             for vi, a in zip(self._inputs, batch, strict=True)}
         out_names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
         try:

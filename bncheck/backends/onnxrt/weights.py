@@ -14,18 +14,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bncheck.backends.onnxrt.graph import graph_reads
+from bncheck.backends.onnxrt.graph import NP_TYPES, graph_reads
 
 # Smaller tensors stay in the graph, where they cost less than the bookkeeping would.
 MIN_BYTES = 4096
-# The element types handed over (numpy reads their raw little-endian bytes as they are).
-_NP_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
-}
 # onnxruntime asks for an external-data reference in place of each handed-over tensor; it never
 # opens this file, since every tensor that names it is given to the session options.
 LOCATION = "bncheck-weights"
@@ -49,14 +41,14 @@ def session(proto: onnx.ModelProto, opts: Any, providers: Sequence[Any], *,
     # over, and then fails to find it: those stay in the graph.
     read = graph_reads(light.graph)
     for t in light.graph.initializer:
-        if (t.data_type not in _NP_TYPES or t.data_location == onnx.TensorProto.EXTERNAL
+        if (t.data_type not in NP_TYPES or t.data_location == onnx.TensorProto.EXTERNAL
                 or t.name not in read):
             continue
         raw = t.raw_data
         if len(raw) < MIN_BYTES:
             continue
         # A view of the bytes, not a copy; onnxruntime copies the data into its graph.
-        array = np.frombuffer(raw, dtype=_NP_TYPES[t.data_type]).reshape(tuple(t.dims))
+        array = np.frombuffer(raw, dtype=NP_TYPES[t.data_type]).reshape(tuple(t.dims))
         names.append(t.name)
         values.append(ort.OrtValue.ortvalue_from_numpy(array))
         t.ClearField("raw_data")

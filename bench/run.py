@@ -75,11 +75,8 @@ def peak_rss_mb(cmd: list[str]) -> float:
 
 
 def on_data(cmd: list[str], old: Path, new: Path) -> list[str]:
-    """``cmd`` with the data file ``old`` replaced by ``new``."""
+    """``cmd`` with the file ``old`` (its data or its model) replaced by ``new``."""
     return [str(new) if arg == str(old) else arg for arg in cmd]
-
-
-on_model = on_data  # the same swap, for a model file
 
 
 def median_outputs(a: list[str], b: list[str]) -> tuple[float, float]:
@@ -250,8 +247,8 @@ def main() -> None:
     row(rows, "time inside onnxruntime's `run` calls alone, same `compare` (start-up left out)",
         f"plain inference's calls: {runs[1]:.2f} s", f"{runs[0]:.2f} s",
         runs[0] / runs[1], "(information)", None)
-    cmp_wide = on_model(cmp_onnx, p["r18_onnx"], p["r18_wide_onnx"])
-    aw, bw = median_pair(cmp_wide, on_model(base_onnx, p["r18_onnx"], p["r18_wide_onnx"]))
+    cmp_wide = on_data(cmp_onnx, p["r18_onnx"], p["r18_wide_onnx"])
+    aw, bw = median_pair(cmp_wide, on_data(base_onnx, p["r18_onnx"], p["r18_wide_onnx"]))
     row(rows, f"`compare` wall time, ONNX, ResNet-18's own widths ({WIDE} to {8 * WIDE} channels: 4x "
         "the convolution work per sample)", f"plain onnxruntime inference: {bw:.2f} s",
         f"{aw:.2f} s", aw / bw, "(information)", None)

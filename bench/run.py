@@ -56,13 +56,21 @@ def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return timed(cmd, env)[0]
 
 
+def printed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """The number one process prints."""
+    return float(timed(cmd, env)[1])
+
+
 def median_pair(a: list[str], b: list[str], repeats: int = REPEATS,
-                env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Median wall times of two commands, interleaved so drift hits both alike."""
+                env: dict[str, str] | None = None,
+                measure: Callable[[list[str], dict[str, str] | None], float] = wall
+                ) -> tuple[float, float]:
+    """Median ``measure`` (wall time by default) of two commands, interleaved so drift hits both
+    alike."""
     ta, tb = [], []
     for _ in range(repeats):
-        ta.append(wall(a, env))
-        tb.append(wall(b, env))
+        ta.append(measure(a, env))
+        tb.append(measure(b, env))
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -77,15 +85,6 @@ def peak_rss_mb(cmd: list[str]) -> float:
 def on_data(cmd: list[str], old: Path, new: Path) -> list[str]:
     """``cmd`` with the file ``old`` (its data or its model) replaced by ``new``."""
     return [str(new) if arg == str(old) else arg for arg in cmd]
-
-
-def median_outputs(a: list[str], b: list[str]) -> tuple[float, float]:
-    """Medians of the number each command prints, the two interleaved."""
-    ta, tb = [], []
-    for _ in range(REPEATS):
-        ta.append(float(timed(a)[1]))
-        tb.append(float(timed(b)[1]))
-    return statistics.median(ta), statistics.median(tb)
 
 
 def median_of(fn: Callable[[], float]) -> float:
@@ -242,8 +241,8 @@ def main() -> None:
     a, b = median_pair(cmp_onnx, base_onnx)
     row(rows, "`compare` wall time, ONNX", f"plain onnxruntime inference: {b:.2f} s", f"{a:.2f} s",
         a / b, "<= 3.0x", a / b <= 3.0)
-    runs = median_outputs([*ORT_RUNS, "compare", str(p["r18_onnx"]), str(p["x"]), str(BS), str(TRAIN_BS)],
-                          [*ORT_RUNS, "plain", str(p["r18_onnx"]), str(p["x"]), str(BS)])
+    runs = median_pair([*ORT_RUNS, "compare", str(p["r18_onnx"]), str(p["x"]), str(BS), str(TRAIN_BS)],
+                       [*ORT_RUNS, "plain", str(p["r18_onnx"]), str(p["x"]), str(BS)], measure=printed)
     row(rows, "time inside onnxruntime's `run` calls alone, same `compare` (start-up left out)",
         f"plain inference's calls: {runs[1]:.2f} s", f"{runs[0]:.2f} s",
         runs[0] / runs[1], "(information)", None)

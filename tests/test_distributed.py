@@ -133,3 +133,62 @@ def test_a_rank_killed_mid_run_ends_the_others_quickly() -> None:
     took = time.monotonic() - start
     assert r.returncode != 0 and r.stdout == ""
     assert took < 60, took  # the process-group timeout is 600 s
+
+
+# bncheck's own launch (--nproc-per-node): the job's exit code, one sentence, no traceback.
+# Under plain torchrun each of these would end in the launcher's ChildFailedError and exit 1.
+
+
+def _launched(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    r = _one(*args, "--nproc-per-node", "2")
+    return r, time.monotonic() - start
+
+
+def _no_traceback(r: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr, r.stderr[-3000:]
+
+
+def test_launch_returns_the_mismatch_exit_code_and_the_one_process_report() -> None:
+    args = ("compare", MODEL, "--allow-pickle", "--data", DATA / "digits_x.npy", "--format",
+            "json")
+    r, took = _launched(*args)
+    _no_traceback(r)
+    assert r.returncode == 1 and took < 60, r.stderr[-2000:]
+    a, b = json.loads(_one(*args).stdout), json.loads(r.stdout)  # one document: rank 0's
+    assert b["verdict"] == "mismatch"
+    for doc in (a, b):
+        doc.pop("model", None)
+    _close(a, b)
+
+
+@pytest.mark.parametrize(("factory", "item"), [("faulty_digits", 205),  # on rank 0
+                                               ("faulty_digits_last_rank", 213)])  # rank 1
+def test_launch_bad_data_on_one_rank_is_exit_2_and_one_sentence(factory: str, item: int) -> None:
+    r, took = _launched("compare", MODEL, "--allow-pickle", "--data",
+                        f"tests.support.datasets:{factory}", "--format", "json")
+    _no_traceback(r)
+    assert r.returncode == 2 and r.stdout == "" and took < 60, r.stderr[-2000:]
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bncheck: error:"), r.stderr[-2000:]
+    assert f"record {item} is corrupt" in lines[0]
+
+
+def test_launch_names_a_rank_killed_mid_run() -> None:
+    r, took = _launched("compare", MODEL, "--allow-pickle", "--data",
+                        "tests.support.datasets:dying_digits", "--format", "json")
+    _no_traceback(r)
+    assert r.returncode == 2 and r.stdout == "" and took < 60, r.stderr[-2000:]
+    lines = r.stderr.splitlines()
+    assert all(line.startswith("bncheck: error:") for line in lines), r.stderr[-2000:]
+    assert len(set(lines)) == len(lines)  # no sentence twice
+    assert "process 1 of 2 was killed by SIGKILL" in lines[-1]
+
+
+def test_launch_rewrite_writes_once(tmp_path: Path) -> None:
+    out = tmp_path / "recal.pt"
+    r, _ = _launched("rewrite", MODEL, "--allow-pickle", "--mode", "recalibrate", "-o", out,
+                     "--data", DATA / "digits_x.npy")
+    _no_traceback(r)
+    assert r.returncode == 0 and out.exists(), r.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["recal.pt"]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_batch_size
+from bncheck.core.batchsize import (
+    BatchSizeEstimate,
+    BatchSizeSource,
+    ema_factor,
+    estimate_batch_size,
+)
 from bncheck.core.compare import Measurements
 from bncheck.core.diagnosis import divergence
 from bncheck.core.discrepancy import Discrepancy
 from bncheck.core.layers import Family, MomentumNote, NormLayer
-from bncheck.core.moments import LayerAccumulator
+from bncheck.core.moments import LayerAccumulator, Spread
 from bncheck.core.outputs import OutputStore
 from bncheck.core.reference import given_batch, plan_reference
 from bncheck.core.tolerance import tolerance_for
@@ -89,20 +95,88 @@ def test_decide_ok_and_inconclusive() -> None:
     assert decide(_measured(0.1, {"eval": 0.9}, n=48)).verdict is VerdictKind.INCONCLUSIVE
 
 
+def test_a_batch_size_the_data_does_not_pin_never_carries_a_batch_dependent_fix() -> None:
+    # instance-norm comes closest, but it rests on the training batch size: with that size
+    # uncertain or assumed the answer is inconclusive, with the option to give.
+    m = _measured(0.01, {"eval": 0.9, "recalibrate": 0.5, "instance-norm": 0.01,
+                         "batch-stats": 0.4})
+    assert decide(m).mode is FixMode.INSTANCE_NORM  # with the size given
+    for source in (BatchSizeSource.UNCERTAIN, BatchSizeSource.ASSUMED):
+        est = BatchSizeEstimate(16, source, "allows 1 or more", 1, None)
+        v = decide(dataclasses.replace(m, train_batch=est))
+        assert v.verdict is VerdictKind.INCONCLUSIVE and v.mode is FixMode.NONE
+        assert "--train-batch-size" in v.reason
+
+
 def _acc(within: float, between: float, n: int = 64, seed: int = 0) -> LayerAccumulator:
-    """Samples with exactly this between-sample variance of means and within-sample variance."""
+    """Samples with exactly this between-sample variance of means and within-sample variance,
+    keeping their spread around 0 (the running mean)."""
     rng = np.random.default_rng(seed)
     means = rng.standard_normal(n)
     means = (means - means.mean()) / means.std() * math.sqrt(between)
     pattern = np.array([-1.0, 1.0] * 8) * math.sqrt(within)
-    return accumulate((means[:, None] + pattern[None, :]).reshape(n, 1, 16))
+    return accumulate((means[:, None] + pattern[None, :]).reshape(n, 1, 16),
+                      center=np.zeros(1))
+
+
+def test_spread_by_hand() -> None:
+    # Two samples of one channel, center 0: means 1 and 3 (d^2 = 1, 9), within variances 2, 4.
+    # Over samples: var(w) = 1, var(d^2) = 16, cov(w, d^2) = E[w d^2] - E[w] E[d^2]
+    # = (2 + 36) / 2 - 3 * 5 = 4. So var(w + a d^2) = 1 + 16 a^2 + 8 a.
+    spread = Spread(np.zeros(1))
+    spread.add(np.array([[1.0], [3.0]]), np.array([[2.0], [4.0]]))
+    for a in (0.0, 0.5, 1.0):
+        assert spread.var_of(a)[0] == pytest.approx(1 + 16 * a * a + 8 * a)
+
+
+def test_ema_factor_by_hand() -> None:
+    # An exponential average with weight m on the new value holds m / (2 - m) of one value's
+    # variance: 0.1 / 1.9. A cumulative one over 50 batches holds 1/50.
+    assert ema_factor(_layer([0.0], [1.0])) == pytest.approx(0.1 / 1.9)
+    cumulative = NormLayer(name="bn", kind="BatchNorm2d", family=Family.BATCH, channels=1,
+                           eps=0.0, momentum=None, momentum_note=MomentumNote.CUMULATIVE,
+                           affine=True, tracks_running_stats=True, running_mean=np.zeros(1),
+                           running_var=np.ones(1), num_batches_tracked=50)
+    assert ema_factor(cumulative) == pytest.approx(1 / 50)
+
+
+def _slow_layer(var: float, momentum: float) -> NormLayer:
+    return NormLayer(name="bn", kind="BatchNorm2d", family=Family.BATCH, channels=1, eps=0.0,
+                     momentum=momentum, momentum_note=MomentumNote.TORCH, affine=True,
+                     tracks_running_stats=True, running_mean=np.zeros(1),
+                     running_var=np.array([var]))
 
 
 def test_batch_size_estimate_recovers_b_by_hand() -> None:
-    # running_var = within + (1 - 1/4) * between = 1 + 0.75 * 2 = 2.5 means B = 4.
-    acc = _acc(within=1.0, between=2.0)
-    est = estimate_batch_size([(_layer([0.0], [2.5]), acc)], n_samples=64)
+    # running_var = within + (1 - 1/4) * between = 1 + 0.75 * 2 = 2.5 (times torch's Bessel
+    # factor 64/63 for 4 samples of 16 values) means B = 4. With 4096 samples and a slow
+    # average (momentum 0.01) both noises are small: var(w + 0.75 d^2) = 0.5625 * 2 * 2^2 = 4.5,
+    # so the standard error in 1/B is about sqrt(4.5/4096 + 0.005 * 4.5/4) / 2 = 0.04, and only
+    # sizes 3 to 7 lie within 3 of them.
+    acc = _acc(within=1.0, between=2.0, n=4096)
+    est = estimate_batch_size([(_slow_layer(2.5 * 64 / 63, 0.01), acc)], n_samples=4096)
     assert est.source is BatchSizeSource.ESTIMATED and est.value == 4
+    assert est.low is not None and est.high is not None
+    assert 2 <= est.low <= 4 <= est.high <= 8
+
+
+def test_batch_size_is_uncertain_when_the_running_average_is_noisy() -> None:
+    # The same layer with 64 samples and torch's momentum 0.1: the average of about 19 batches
+    # leaves a standard error of about sqrt(4.5/64 + 0.0526 * 4.5/4) / 2 = 0.18 in 1/B, so
+    # every size from 2 up fits, and the estimate says it is uncertain.
+    acc = _acc(within=1.0, between=2.0)
+    est = estimate_batch_size([(_slow_layer(2.5 * 64 / 63, 0.1), acc)], n_samples=64)
+    assert est.source is BatchSizeSource.UNCERTAIN and est.high is None
+    assert est.low is not None and est.low <= 4 and "--train-batch-size" in est.detail
+    assert not est.source.is_known
+
+
+def test_batch_size_one_is_pinned_when_samples_differ_widely() -> None:
+    # Trained at 1, running_var is the within-sample variance alone (1, times the Bessel factor
+    # 16/15), far below within + between (3): B = 1 and nothing else fits.
+    acc = _acc(within=1.0, between=2.0, n=256)
+    est = estimate_batch_size([(_slow_layer(16 / 15, 0.1), acc)], n_samples=256)
+    assert est.source is BatchSizeSource.ESTIMATED and est.value == 1 and est.high == 1
 
 
 def test_batch_size_is_assumed_when_samples_barely_differ() -> None:
@@ -142,3 +216,32 @@ def test_output_store_reads_back_by_index() -> None:
     np.testing.assert_array_equal(got, [[0, 0.5], [1, 1.5], [2, 2.5], [3, 30], [4, 4.5]])
     assert got.dtype == np.float32
     store.close()
+
+
+def test_launch_request_reads_the_option_off_the_command_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bncheck.cli.launching import check_single_launch, launch_request
+    from bncheck.errors import BncheckError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["compare", "m.pt", "--nproc-per-node", "4", "--data", "x.npy"]
+    assert launch_request(argv) == (["compare", "m.pt", "--data", "x.npy"], 4)
+    assert launch_request(["rewrite", "m.pt", "--nproc-per-node=2"]) == (["rewrite", "m.pt"], 2)
+    assert launch_request(["compare", "m.pt", "--nproc-per-node", "1"]) is None  # one process
+    assert launch_request(["compare", "m.pt", "--nproc-per-node", "x"]) is None  # typer refuses
+    assert launch_request(["inspect", "m.pt", "--nproc-per-node", "2"]) is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launch_request(argv) is None  # a worker runs the command itself
+    with pytest.raises(BncheckError, match="torchrun"):
+        check_single_launch(4)
+
+
+def test_a_noisy_half_precision_reference_says_so_and_what_to_do() -> None:
+    m = dataclasses.replace(_measured(0.35, {"eval": 0.5}), half_rounding=0.3)
+    v = decide(m)
+    assert v.verdict is VerdictKind.INCONCLUSIVE
+    assert "half-precision model" in v.reason and "float16 rounding, not the batch" in v.reason
+    assert "compare the float32 model" in v.reason
+    quiet = decide(dataclasses.replace(m, half_rounding=0.001))
+    assert "rounding is not what moves it" in quiet.reason
+    assert "half-precision" not in decide(_measured(0.35, {"eval": 0.5})).reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -11,6 +12,7 @@ from typer.core import TyperGroup
 
 from bncheck.cli.compare_cmd import compare
 from bncheck.cli.inspect_cmd import inspect
+from bncheck.cli.launching import launch_request, record_error, run_launched, worker_exit
 from bncheck.cli.rewrite_cmd import rewrite
 from bncheck.errors import BncheckError
 from bncheck.report.console import error_line
@@ -31,6 +33,7 @@ class _ErrorBoundary(TyperGroup):
             if os.environ.get("BNCHECK_DEBUG") == "1":
                 raise
             error_line(str(e))
+            record_error(str(e))
             raise typer.Exit(2) from None
 
 
@@ -54,5 +57,11 @@ app.command("rewrite")(rewrite)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; ``--nproc-per-node N`` becomes a job of N processes."""
+    request = launch_request(sys.argv[1:])
+    if request is not None:
+        sys.exit(run_launched(*request))
+    try:
+        app()
+    except SystemExit as e:
+        sys.exit(worker_exit(e.code))

@@ -24,6 +24,7 @@ from bncheck.cli.options import (
     LimitOpt,
     MeanOpt,
     ModelArg,
+    NprocOpt,
     StdOpt,
     TargetsOpt,
     TrainBatchOpt,
@@ -57,6 +58,7 @@ def compare(
     std: StdOpt = DEFAULT_STD,
     device: DeviceOpt = Device.CPU,
     workers: WorkersOpt = 0,
+    nproc_per_node: NprocOpt = 1,
 ) -> None:
     """Compare running statistics with batch and per-sample statistics on real inputs.
 
@@ -75,7 +77,12 @@ def compare(
         bncheck compare classifier.onnx --data x.npy --labels y.npy
 
         bncheck compare w.pth --arch pkg.models:unet --data x.npz --plot r.png
+
+        bncheck compare model.pt --data x.npy --nproc-per-node 4 --format json > report.json
     """
+    from bncheck.cli.launching import check_single_launch
+
+    check_single_launch(nproc_per_node)
     from bncheck.api import compare as run_compare
     from bncheck.cli.common import image_options, sample_shape
     from bncheck.core.findings import exit_code

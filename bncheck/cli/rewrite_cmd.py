@@ -20,6 +20,7 @@ from bncheck.cli.options import (
     LimitOpt,
     MeanOpt,
     ModelArg,
+    NprocOpt,
     OptionalDataOpt,
     StdOpt,
     TargetsOpt,
@@ -67,6 +68,7 @@ def rewrite(
     std: StdOpt = DEFAULT_STD,
     device: DeviceOpt = Device.CPU,
     workers: WorkersOpt = 0,
+    nproc_per_node: NprocOpt = 1,
 ) -> None:
     """Rewrite the model's normalization and export it, verified on sample data.
 
@@ -86,7 +88,12 @@ def rewrite(
         bncheck rewrite model.onnx --mode recalibrate,fold -o deploy.onnx --data x.npy
 
         bncheck rewrite cls.onnx --mode recalibrate -o new.onnx --data x.npy --labels y.npy
+
+        bncheck rewrite w.pt --mode recalibrate -o new.pt --data x.npy --nproc-per-node 4
     """
+    from bncheck.cli.launching import check_single_launch
+
+    check_single_launch(nproc_per_node)
     from bncheck.api import rewrite as run_rewrite
     from bncheck.backends.detect import detect_format
     from bncheck.cli.common import image_options, sample_shape

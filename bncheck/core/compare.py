@@ -26,7 +26,8 @@ from bncheck.core.moments import Moments
 from bncheck.core.noise import noise_floor
 from bncheck.core.options import RewriteMode
 from bncheck.core.progress import NoProgress, Progress
-from bncheck.core.reference import given_batch, plan_reference, training_batch
+from bncheck.core.reference import given_batch, plan_reference, running_means, training_batch
+from bncheck.core.rounding import half_rounding, is_half
 from bncheck.core.runner import Loader, Runner, serial_loader
 from bncheck.core.shift import InputExpectation, ShiftEvidence, input_shift, probe_preprocessing
 from bncheck.core.taps import TapCollector
@@ -63,6 +64,8 @@ class Measurements:
     metrics: Mapping[str, float] = field(default_factory=dict)  # by run name, with ``truth``
     shift: ShiftEvidence | None = None
     expectation: InputExpectation | None = None
+    # A half-precision model: how far one rounding step of its inputs moves the reference.
+    half_rounding: float | None = None
 
 
 def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_size: int | None,
@@ -84,7 +87,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                             ("no layer normalizes with running statistics: eval mode is the "
                              "trained behaviour, and there is nothing to compare",))
     runner = Runner(src, progress, collective, loader)
-    eval_taps = TapCollector()
+    eval_taps = TapCollector(running_means(layers))
     eval_store = runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
                             on_tap=eval_taps)
     order = eval_taps.order
@@ -104,6 +107,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     metrics = {} if truth is None else {"eval": truth.score(eval_store, used)}
     eval_store.close()
     noise = noise_floor(runner, ref_model, dist, b, cands["eval"].mean, notes)
+    rounding = half_rounding(ref_model, src.load(used[:b])) if is_half(model) else None
     tol = tolerance_for(noise.mean)
     if tol > MAX_TOLERANCE:
         notes.append("the reference moves too much with batch composition to judge against: "
@@ -140,7 +144,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         runner.passes += 3
     return Measurements(n, used.size, batch_size, plan.train, noise, cands, reports,
                         runner.passes, tuple(notes), plan.batches, model.precision, truth,
-                        metrics, shift, expectation)
+                        metrics, shift, expectation, rounding)
 
 
 def _candidates(runner: Runner, model: Model, dist: Distance, population: dict[str, Moments],

@@ -59,6 +59,8 @@ class Comparison:
         doc["candidates"] = {k: d.to_json() for k, d in c.candidates.items()}
         doc["forward_passes"] = c.forward_passes
         doc["precision"] = None if c.precision is None else dict(c.precision)
+        doc["half_precision"] = None if c.half_rounding is None else {
+            "rounding": c.half_rounding}
         doc["notes"] = list(c.notes)
         doc["layer_metrics"] = [
             {"name": lr.layer.name, "kind": lr.layer.kind, "order": lr.order,

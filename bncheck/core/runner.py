@@ -120,7 +120,7 @@ class Runner:
                 try:
                     batches = self.loader(self.src, [chunks[k] for k in ks])
                     for k, (idx, arrays) in zip(ks, batches, strict=True):
-                        collector = TapCollector() if on_tap is not None else None
+                        collector = on_tap.empty() if on_tap is not None else None
                         out = model.run(arrays, taps or (), collector, stop_after)
                         done[k] = (idx, out if keep_outputs else None, collector)
                         self.progress.advance(idx.size)

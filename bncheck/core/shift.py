@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bncheck.core.batchsize import ema_factor
 from bncheck.core.data import SampleSource
 from bncheck.core.layers import NormLayer
 from bncheck.core.model import Model
@@ -27,8 +28,6 @@ from bncheck.core.taps import TapCollector
 # sqrt(m / (2 - m) * between / B) for momentum m and training batch size B.
 MIN_MEAN_SHIFT = 0.1
 MAX_NOISE_RATIO = 3.0
-# Momentum assumed where the file does not say (torch's default).
-DEFAULT_MOMENTUM = 0.1
 # Running variances outside [within / this, (within + between) * this] fit no batch size.
 VAR_SLACK = 1.5
 # Stats still within this of (mean 0, var 1) were never updated: that is not an input shift.
@@ -79,8 +78,7 @@ def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
     if np.all(np.abs(rm) <= INIT_TOL) and np.all(np.abs(rv - 1.0) <= INIT_TOL):
         return None
     within, total, between = acc.within_var, acc.population.var, acc.between_var
-    m = layer.momentum if layer.momentum else DEFAULT_MOMENTUM
-    noise = np.sqrt(m / (2.0 - m) * between / batch_size)
+    noise = np.sqrt(ema_factor(layer) * between / batch_size)
     with np.errstate(all="ignore"):
         shift = float(np.median(np.abs(mu - rm) / np.sqrt(rv)))
         ratio = float(np.median(np.abs(mu - rm) / np.maximum(noise, TINY)))

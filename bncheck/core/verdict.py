@@ -112,12 +112,16 @@ def decide(c: Measurements) -> Verdict:
             + ("" if c.train_batch.source is BatchSizeSource.OPTION else
                ", or --train-batch-size if you know it"), fix, advice)
     if tol > MAX_TOLERANCE:
-        return _inconclusive(
-            c, tol, first,
-            f"re-batching alone moves the trained behaviour by {_f(floor)} (relative L2), so the "
-            f"tolerance would be {_f(tol)}, above the {MAX_TOLERANCE} under which a verdict means "
-            f"anything: this model's outputs are dominated by batch noise at batch size {b}. Give "
-            "--train-batch-size if it differs, or samples like the training data", fix, advice)
+        if not math.isfinite(floor):
+            why = (f"the trained behaviour (batch statistics at batch size {b}) gives NaN or Inf "
+                   "outputs, so there is nothing to judge eval mode against")
+        else:
+            why = (f"re-batching alone moves the trained behaviour by {_f(floor)} (relative L2), "
+                   f"so the tolerance would be {_f(tol)}, above the {MAX_TOLERANCE} under which a "
+                   f"verdict means anything: this model's outputs are dominated by batch noise "
+                   f"at batch size {b}")
+        return _inconclusive(c, tol, first, why + _half_precision(c) + ". Give --train-batch-size"
+                             " if it differs, or samples like the training data", fix, advice)
     if ev.mean <= tol:
         return Verdict(VerdictKind.OK, Diagnosis.NONE, FixMode.NONE,
                        f"{figures}: within tolerance, no fix needed", tol, first, fix,
@@ -150,12 +154,14 @@ def _internal(c: Measurements, figures: str, tol: float, first: str | None) -> V
     within = [d for d in safe if d.mean <= tol]
     best = within[0] if within else min(safe, key=lambda d: d.mean)
     mode = FixMode(best.name)
-    if mode in BATCH_DEPENDENT and c.train_batch.source is BatchSizeSource.ASSUMED:
+    if mode in BATCH_DEPENDENT and not c.train_batch.source.is_known:
+        known = ("could not be estimated" if c.train_batch.source is BatchSizeSource.ASSUMED
+                 else "the data does not pin down")
         return _inconclusive(
             c, tol, first,
             f"{figures}. {best.name} comes closest, but that rests on the training batch size, "
-            f"which could not be estimated ({c.train_batch.detail}). Give --train-batch-size",
-            FixMode.NONE, "")
+            f"which {known} ({c.train_batch.detail}). Give --train-batch-size", FixMode.NONE,
+            "")
     others = ", ".join(f"{d.name} {_f(d.mean)}" for d in fixes if d is not best)
     closing = "" if within else "; no candidate is within tolerance, this one comes closest"
     metric = ""
@@ -171,6 +177,18 @@ def _inconclusive(c: Measurements, tol: float, first: str | None, why: str, fix:
                   advice: str) -> Verdict:
     return Verdict(VerdictKind.INCONCLUSIVE, Diagnosis.NONE, FixMode.NONE, why, tol, first, fix,
                    advice)
+
+
+def _half_precision(c: Measurements) -> str:
+    """For a half-precision model: whether its own rounding explains a noisy reference."""
+    r = c.half_rounding
+    if r is None:
+        return ""
+    floor = c.noise_floor.mean if c.noise_floor else 0.0
+    share = ("that is float16 rounding, not the batch" if not math.isfinite(r) or r >= floor / 2
+             else "rounding is not what moves it")
+    return (f". This is a half-precision model: one rounding step of its inputs alone moves "
+            f"the trained behaviour by {_f(r)} ({share}); compare the float32 model to judge it")
 
 
 def _lowers_metric(c: Measurements, d: Discrepancy) -> bool:

@@ -13,6 +13,7 @@ from bncheck.core.layers import Family, has_per_sample_stats
 from bncheck.core.model import Model
 from bncheck.core.numerics import TINY
 from bncheck.core.options import RewriteMode
+from bncheck.core.rounding import nudged
 from bncheck.rewriting.matrix import CHECKPOINT_SUFFIXES
 from bncheck.rewriting.pipeline import Stage
 
@@ -24,7 +25,6 @@ STATS_TOL = 1e-5
 ALONE_SAMPLES = 4
 # A rewrite may move float32 results by this many times what one rounding step of the input does.
 ROUNDING_MARGIN = 10.0
-ROUNDING_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,8 @@ def _rounding(model: Model, example: list[np.ndarray]) -> float:
     another order, differs by as much; in float64 the same comparisons agree exactly. A real
     defect (a dropped activation, say) moves outputs by far more.
     """
-    rng = np.random.default_rng(ROUNDING_SEED)
-    step = model.float_eps
-    nudged = [a * (1 + rng.choice(np.array([-1, 1], a.dtype), a.shape) * step)
-              if np.issubdtype(a.dtype, np.floating) else a for a in example]
-    spread = ROUNDING_MARGIN * rel_error(model.run(nudged), model.run(example))
+    spread = ROUNDING_MARGIN * rel_error(model.run(nudged(example, model.float_eps)),
+                                         model.run(example))
     return spread if math.isfinite(spread) else 0.0
 
 

@@ -9,8 +9,10 @@ import torch
 from torch.utils.data import Dataset
 
 DIGITS = Path(__file__).resolve().parents[2] / "fixtures" / "data" / "digits_x.npy"
-# The item a faulty dataset cannot read: batch 12 at batch size 16, which rank 0 of 2 runs.
+# The item a faulty dataset cannot read: batch 12 at batch size 16, which rank 0 of 2 runs ...
 BAD_ITEM = 205
+# ... and one in batch 13, which the last rank (1 of 2) runs.
+BAD_ITEM_LAST_RANK = 213
 
 
 class Digits(Dataset):  # type: ignore[type-arg]
@@ -39,14 +41,20 @@ def faulty_digits() -> Dataset:  # type: ignore[type-arg]
     return Digits(bad=BAD_ITEM)
 
 
+def faulty_digits_last_rank() -> Dataset:  # type: ignore[type-arg]
+    """Digits with one unreadable record in the last rank's share."""
+    return Digits(bad=BAD_ITEM_LAST_RANK)
+
+
 class _Dies(Digits):
-    """Rank 1 of 2 dies outright (no exception, no goodbye) on its third batch."""
+    """Rank 1 of 2 is killed outright (SIGKILL, as the OOM killer does) on its third batch."""
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         import os
+        import signal
 
         if os.environ.get("RANK") == "1" and i == DIES_AT:
-            os._exit(9)
+            os.kill(os.getpid(), signal.SIGKILL)
         return super().__getitem__(i)
 
 

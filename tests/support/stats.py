@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bncheck.core.moments import LayerAccumulator
+from bncheck.core.moments import LayerAccumulator, Spread
 
 
-def accumulate(*batches: np.ndarray) -> LayerAccumulator:
-    """A LayerAccumulator fed whole (N, C, *spatial) batches, reduced here in float64."""
-    acc = LayerAccumulator()
+def accumulate(*batches: np.ndarray, center: np.ndarray | None = None) -> LayerAccumulator:
+    """A LayerAccumulator fed whole (N, C, *spatial) batches, reduced here in float64; with a
+    ``center`` it keeps the spread too, as the estimating eval pass does."""
+    acc = LayerAccumulator(spread=None if center is None else Spread(center))
     for x in batches:
         xs = x.astype(np.float64).reshape(x.shape[0], x.shape[1], -1)
         mean = xs.mean(axis=2)

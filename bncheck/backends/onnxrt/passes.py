@@ -131,6 +131,19 @@ class _Editor:
         bshape = (-1,) + (1,) * (rank - 2)
         x, y = node.input[0], node.output[0]
         p = self._fresh(f"{name}.bncheck")
+        cast_in: list[onnx.NodeProto] = []
+        cast_back: list[onnx.NodeProto] = []
+        if not per_sample and dt.itemsize < 4:
+            # Batch statistics of a half-precision layer are computed in float32, as torch and
+            # cuDNN do: in float16 a square of 0.004 is already subnormal, an eps under 6e-8
+            # rounds to 0, and a channel that is constant over the batch (a dead ReLU) divides
+            # 0 by 0.
+            elem = onnx.helper.np_dtype_to_tensor_dtype(dt)
+            cast_in = [helper.make_node("Cast", [x], [f"{p}.x32"], to=onnx.TensorProto.FLOAT,
+                                        name=f"{p}/CastIn")]
+            cast_back = [helper.make_node("Cast", [f"{p}.y32"], [y], to=elem,
+                                          name=f"{p}/CastOut")]
+            x, y, dt = f"{p}.x32", f"{p}.y32", np.dtype(np.float32)
         if per_sample:
             # One fused kernel, supported by every execution provider.
             self.replace[index] = [helper.make_node(
@@ -157,7 +170,7 @@ class _Editor:
                                      self._const(f"{p}.beta", beta.astype(dt).reshape(bshape))],
                              [y], name=f"{p}/Shift"),
         ]
-        self.replace[index] = nodes
+        self.replace[index] = cast_in + nodes + cast_back
         return []
 
     def _reduce_mean(self, x: str, y: str, axes: list[int], name: str) -> onnx.NodeProto:

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from bncheck.core.options import Device
+from bncheck.errors import BncheckError
 
 # How long a rank waits for the others before giving up (a rank that died, a hung filesystem).
 DEFAULT_TIMEOUT_S = 600
@@ -38,9 +39,24 @@ class TorchCollective:
     def gather(self, obj: Any) -> list[Any]:
         """``obj`` from every rank, in rank order, on every rank."""
         out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
+        try:
+            dist.all_gather_object(out, obj)
+        except RuntimeError as e:
+            raise _peer_lost(e) from None
         return out
 
     def barrier(self) -> None:
         """Wait for every rank."""
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as e:
+            raise _peer_lost(e) from None
+
+
+def _peer_lost(e: RuntimeError) -> BncheckError:
+    """A rank that died or hung ends the exchange: not this rank's bug, and no traceback."""
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # gloo prefixes the source file it failed in; the reason is what follows it.
+    reason = first.split("] ", 1)[-1].split(". ", 1)[0]
+    return BncheckError(f"another process of this job stopped answering ({reason}), so this "
+                        "one stopped too and nothing was written")

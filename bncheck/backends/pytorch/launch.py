@@ -1,0 +1,110 @@
+"""``--nproc-per-node N``: start N bncheck processes on this machine and answer for them.
+
+torchrun turns any non-zero exit of a worker (every mismatch, every clean refusal) into its own
+``ChildFailedError`` traceback and exit 1. This launch uses the same elastic agent through its
+API, but keeps the workers' exit codes: rank 0's code when rank 0 finished (0, 1 or 2), else
+the first process that failed, in one sentence. Rank 0 writes to this terminal as a single
+process would; the other ranks' output goes to a temporary log. Each rank records its error
+sentence in the launch folder, so a sentence that only one rank met is printed once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bncheck.errors import ERROR_FILE_PREFIX, LAUNCH_DIR_ENV
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """The job's exit code, and the sentences to print for it that no rank printed."""
+
+    code: int
+    messages: tuple[str, ...] = ()
+
+
+def launch(args: list[str], nproc: int) -> LaunchOutcome:
+    """Run ``python -m bncheck ARGS`` as ``nproc`` processes of one job on this machine."""
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # The agent logs every start and failure, with tracebacks; the outcome says it all.
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    # As torchrun does: one thread per worker, so figures match a one-thread process.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    log_dir = tempfile.mkdtemp(prefix="bncheck-launch-")
+    os.environ[LAUNCH_DIR_ENV] = log_dir
+    try:
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+            rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+            monitor_interval=0.1,
+            logs_specs=DefaultLogsSpecs(log_dir=log_dir,
+                                        redirects={r: Std.ALL for r in range(1, nproc)}))
+        try:
+            elastic_launch(config, sys.executable)("-m", "bncheck", *args)
+        except ChildFailedError as e:
+            failures = e.failures
+            return _outcome({r: f.exitcode for r, f in failures.items()},
+                            min(failures, key=lambda r: failures[r].timestamp),
+                            _recorded_errors(Path(log_dir)), nproc)
+        return LaunchOutcome(0)
+    finally:
+        del os.environ[LAUNCH_DIR_ENV]
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _outcome(codes: dict[int, int], first: int, errors: dict[int, str], nproc: int
+             ) -> LaunchOutcome:
+    """The job's answer from the ranks that failed (exit codes by rank, the first to fail) and
+    the sentences the ranks recorded.
+
+    Ranks other than 0 exit 0 on bncheck's own outcomes (``worker_exit``), so the agent never
+    stops rank 0 on their account: a failure there is a crash.
+    """
+    crashes = sorted(r for r, c in codes.items() if r != 0 and c != 0)
+    lost = [_lost(crashes[0], codes[crashes[0]], nproc)] if crashes else []
+    # A sentence a rank met alone (rank 0 then only saw it stop answering).
+    alone = [text for r, text in sorted(errors.items()) if r != 0 and text != errors.get(0)][:1]
+    if codes.get(0, 0) > 0:
+        # Rank 0 ended by itself (a verdict or a refusal) and printed why.
+        return LaunchOutcome(codes[0], tuple(alone + lost))
+    if 0 in errors:  # rank 0 printed its sentence, then was stopped
+        return LaunchOutcome(2, tuple(alone + lost))
+    if alone:
+        return LaunchOutcome(2, tuple(alone + lost))
+    return LaunchOutcome(2, (_lost(first, codes[first], nproc),))
+
+
+def _lost(rank: int, code: int, nproc: int) -> str:
+    how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and _is_signal(-code)
+           else f"exited with code {code}")
+    return (f"process {rank} of {nproc} {how} before the job finished, so every process "
+            "stopped and nothing was written")
+
+
+def _is_signal(number: int) -> bool:
+    try:
+        signal.Signals(number)
+    except ValueError:
+        return False
+    return True
+
+
+def _recorded_errors(log_dir: Path) -> dict[int, str]:
+    """The sentence each rank's error boundary recorded (``record_error``), by rank."""
+    out = {}
+    for path in log_dir.glob(f"{ERROR_FILE_PREFIX}*"):
+        rank = path.name[len(ERROR_FILE_PREFIX):]
+        if rank.isdigit():
+            out[int(rank)] = path.read_text(errors="replace").strip()
+    return out

@@ -1,0 +1,93 @@
+"""``--nproc-per-node N``: read off the command line before typer, since the workers rerun it.
+
+The workers get the same arguments without the option, so each runs the command as one rank of
+the job (``WORLD_SIZE`` set); this process only waits for them and exits with the job's code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bncheck.errors import ERROR_FILE_PREFIX, LAUNCH_DIR_ENV, BncheckError
+
+OPTION = "--nproc-per-node"
+# The commands that run passes over the data, and so can share them out.
+COMMANDS = ("compare", "rewrite")
+
+
+def launch_request(argv: list[str]) -> tuple[list[str], int] | None:
+    """(the workers' arguments, N) when ``argv`` asks for N > 1 processes, else None.
+
+    A malformed value is left to typer, which refuses it with its usual message; so is the
+    option under torchrun, where ``check_single_launch`` refuses it.
+    """
+    if not argv or argv[0] not in COMMANDS or "WORLD_SIZE" in os.environ:
+        return None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return None
+        if arg == OPTION and i + 1 < len(argv):
+            value, rest = argv[i + 1], argv[:i] + argv[i + 2:]
+        elif arg.startswith(OPTION + "="):
+            value, rest = arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+        else:
+            continue
+        n = int(value) if value.isdigit() else 0
+        return (rest, n) if n > 1 else None
+    return None
+
+
+def run_launched(args: list[str], nproc: int) -> int:
+    """Run the workers; print the job's one sentence if no rank printed it; its exit code."""
+    from bncheck.report.console import error_line
+
+    try:
+        try:
+            from bncheck.backends.pytorch.launch import launch
+        except ImportError as e:
+            raise BncheckError(f"{OPTION} needs torch ({e}); install it with "
+                               "pip install 'bncheck[torch]'") from None
+        outcome = launch(args, nproc)
+    except BncheckError as e:
+        error_line(str(e))
+        return 2
+    for message in outcome.messages:
+        error_line(message)
+    return outcome.code
+
+
+def _launched_rank() -> str | None:
+    """This worker's rank when bncheck's own launch started it, else None."""
+    return os.environ.get("RANK", "0") if LAUNCH_DIR_ENV in os.environ else None
+
+
+def record_error(message: str) -> None:
+    """Under bncheck's launch, leave this rank's error sentence for the launcher."""
+    rank = _launched_rank()
+    if rank is not None:
+        path = Path(os.environ[LAUNCH_DIR_ENV]) / f"{ERROR_FILE_PREFIX}{rank}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(message)
+        tmp.replace(path)
+
+
+def worker_exit(code: int | str | None) -> int | str | None:
+    """The exit code a worker of bncheck's launch ends with: rank 0's own, 0 elsewhere.
+
+    Every rank reaches the same verdict, or the same agreed error, and rank 0 reports it. A
+    rank that ended non-zero first would make the launcher stop rank 0 before it printed.
+    """
+    rank = _launched_rank()
+    return code if rank is None or rank == "0" else 0
+
+
+def check_single_launch(nproc: int) -> None:
+    """Refuse ``--nproc-per-node`` where this process cannot start the workers itself."""
+    if nproc <= 1:
+        return
+    if "WORLD_SIZE" in os.environ:
+        raise BncheckError(f"{OPTION}: this process is already one of a torchrun job; give "
+                           "torchrun's --nproc-per-node or bncheck's, not both")
+    raise BncheckError(f"{OPTION} starts the workers from the command line: run it as "
+                       "'bncheck ...' or 'python -m bncheck ...'")

@@ -169,6 +169,17 @@ def inspect(model: Any, *, arch: str | None = None, allow_pickle: bool = False) 
     return inspect_model(load(model, arch=arch, allow_pickle=allow_pickle))
 
 
+def refuse_empty_layers(model: Model, command: str) -> None:
+    """A normalization layer over zero channels has nothing to measure or rewrite, and makes
+    every pass fail somewhere inside the runtime: refused in one sentence before any work."""
+    empty = [layer.name for layer in model.layers() if layer.channels == 0]
+    if empty:
+        raise BncheckError(f"{model.path}: layer {empty[0]} normalizes 0 channels"
+                           + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
+                           + f", so there is nothing to {command}; remove it from the model "
+                           "(bncheck inspect lists it)")
+
+
 def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, device: Device | str = Device.CPU,
             limit: int | None = None, labels: Any = None, targets: Any = None,
@@ -184,6 +195,7 @@ def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
 
     loaded = load(model, arch=arch, allow_pickle=allow_pickle, device=device)
     inspection = inspect_model(loaded)
+    refuse_empty_layers(loaded, "compare")
     src, runnable = open_data(data, loaded, image=image, limit=limit, input_shape=input_shape)
     truth = truth_for(labels, targets, len(src))
     image_norm = None
@@ -275,6 +287,7 @@ def rewrite(model: Any, mode: str | RewriteMode | Sequence[RewriteMode], *, data
     if data is None and (labels is not None or targets is not None):
         raise BncheckError("--labels/--targets need --data: the metric is measured on it")
     loaded = load(model, arch=arch, allow_pickle=allow_pickle, device=device)
+    refuse_empty_layers(loaded, "rewrite")
     src = truth = None
     if data is not None:
         src, loaded = open_data(data, loaded, image=image, limit=limit, input_shape=input_shape)

@@ -147,3 +147,12 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path: Path,
     _one_line_error(r, "x.onnx")
     assert "No space left" in r.err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_arch_module_that_raises_on_import_is_named_with_its_error() -> None:
+    r = cli("inspect", model_path("digits", "checkpoint"), "--arch",
+            "tests.support.raises_on_import:make")
+    assert r.code == 2, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "importing tests.support.raises_on_import raised RuntimeError: " \
+        "this module needs a GPU to import" in lines[0]

@@ -53,6 +53,10 @@ def _check_layer(layer: NormLayer) -> list[Finding]:
         listed = ", ".join(f"{k} {n}" for k, n in sizes.items())
         return [Finding(layer.name, Severity.ERROR, "param-shapes",
                         f"its parameters disagree on the number of channels ({listed})")]
+    if layer.channels == 0:
+        return [Finding(layer.name, Severity.WARN, "no-channels",
+                        "normalizes 0 channels: it does nothing, and compare and rewrite refuse "
+                        "the model until it is removed")]
     out: list[Finding] = []
     name = layer.name
     out.extend(_nonfinite(layer))

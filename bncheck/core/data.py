@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bncheck.core.arrayfiles import READ_ERRORS, read_error_reason
 from bncheck.core.paths import exists, shown
 from bncheck.errors import BncheckError
 
@@ -154,8 +154,9 @@ def _arrays(path: Path, input_names: Sequence[str], read_torch: TensorReader | N
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return _select_npz({k: z[k] for k in z.files}, input_names, path)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise BncheckError(f"--data {path}: cannot read it as {suffix} ({e})") from e
+    except READ_ERRORS as e:
+        raise BncheckError(f"--data {path}: cannot read it as {suffix} "
+                           f"({read_error_reason(e)})") from e
     if suffix in TORCH_SUFFIXES:
         if read_torch is None:
             raise BncheckError(f"--data {path}: reading torch.save'd tensors needs torch; "

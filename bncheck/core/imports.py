@@ -34,10 +34,25 @@ def import_attr(spec: str, option: str) -> Any:
         raise BncheckError(f"{option} {spec!r}: expected package.module:factory")
     try:
         with cwd_importable():
-            return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise BncheckError(f"{option} {spec}: cannot import it ({e}); run from the folder that "
-                           "holds the package") from e
+            loaded = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
+            raise BncheckError(f"{option} {spec}: cannot import it ({e}); run from the folder "
+                               "that holds the package") from e
+        raise _raised_on_import(option, spec, module, e) from e
+    except (Exception, SystemExit) as e:  # the module runs when imported: what it raises is theirs
+        raise _raised_on_import(option, spec, module, e) from e
+    try:
+        return getattr(loaded, name)
+    except AttributeError as e:
+        raise BncheckError(f"{option} {spec}: module {module} has no {name}") from e
+
+
+def _raised_on_import(option: str, spec: str, module: str, e: Exception) -> BncheckError:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return BncheckError(f"{option} {spec}: importing {module} raised {type(e).__name__}"
+                        f"{': ' + first if first else ''}; fix the module (its top level runs "
+                        "when it is imported)")
 
 
 def call_factory(spec: str, option: str) -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bncheck.core.arrayfiles import READ_ERRORS, read_error_reason
 from bncheck.core.outputs import OutputStore
 from bncheck.errors import BncheckError
 
@@ -76,9 +77,9 @@ def load_truth(path: Path, kind: MetricKind, n_samples: int) -> Truth:
             values = np.load(path, allow_pickle=False)
         else:
             values = np.loadtxt(path, ndmin=1)
-    except (ValueError, OSError, EOFError) as e:
-        raise BncheckError(f"{option} {path} cannot be read ({e}); give a .npy, .npz or text "
-                           "file") from e
+    except READ_ERRORS as e:
+        raise BncheckError(f"{option} {path} cannot be read ({read_error_reason(e)}); give a "
+                           ".npy, .npz or text file") from e
     return truth_from_array(values, kind, n_samples, path)
 
 

@@ -102,6 +102,17 @@ def _zero_channels(folder: Path) -> list[str]:
     return ["inspect", str(path)]
 
 
+def _zero_channels_run(command: list[str]) -> Build:
+    """compare or rewrite on a graph whose one BatchNormalization has 0 channels."""
+    def build(folder: Path) -> list[str]:
+        args = _zero_channels(folder)
+        data = folder / "x.npy"
+        np.save(data, np.zeros((8, 0, 4, 4), np.float32))
+        return [command[0], args[1], "--data", str(data),
+                *[a.replace("OUT", str(folder / "o.onnx")) for a in command[1:]]]
+    return build
+
+
 def _var_as_graph_input(folder: Path) -> list[str]:
     m = onnx.load(MODELS / "digits.onnx")
     t = _bn_param(m, 4)
@@ -260,6 +271,24 @@ def _huge_storage(folder: Path) -> list[str]:
     return ["inspect", str(path)]
 
 
+def _expanded_storage(folder: Path) -> list[str]:
+    """An expanded view: one stored float that claims 2^33 elements (64 GiB as float64)."""
+    import torch
+
+    path = folder / "expanded.pth"
+    torch.save({"bn.running_mean": torch.zeros(1).expand(1 << 33),
+                "bn.running_var": torch.ones(1).expand(1 << 33)}, path)
+    return ["inspect", str(path)]
+
+
+def _npy_header(header: bytes) -> Callable[[Path], Path]:
+    """A version-2 .npy with this header and a little data."""
+    import struct
+
+    return _raw("x.npy", b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header
+                + b"\0" * 64)
+
+
 def _data_case(make: Callable[[Path], Path], model: str = "digits.onnx",
                extra: tuple[str, ...] = ()) -> Build:
     def build(folder: Path) -> list[str]:
@@ -387,6 +416,9 @@ NAMED: list[Case] = [
     Case("onnx-no-outputs", _onnx_edit("digits.onnx", _no_outputs)),
     Case("onnx-ir3-initializers-not-inputs", _onnx_edit("digits.onnx", _ir3)),
     Case("onnx-zero-channel-bn", _zero_channels),
+    Case("onnx-zero-channel-bn-compare", _zero_channels_run(["compare"])),
+    Case("onnx-zero-channel-bn-fold", _zero_channels_run(["rewrite", "--mode", "fold", "-o",
+                                                          "OUT"])),
     Case("onnx-fold-var-is-graph-input", _var_as_graph_input),
     Case("onnx-bn-in-if-subgraph", _bn_in_subgraph),
     Case("onnx-external-data-escapes", _escaping_external_data),
@@ -402,6 +434,7 @@ NAMED: list[Case] = [
     Case("ckpt-weight-3-var-16-arch", _checkpoint(_short_weight, arch=True)),
     Case("ckpt-storage-cut-to-2-bytes", _cut_storage),
     Case("ckpt-storage-2^33-elements", _huge_storage),
+    Case("ckpt-expanded-view-2^33-elements", _expanded_storage),
     Case("pt2-pickled-sample-inputs", _pt2_sample_inputs),
     Case("pt2-use-pickle-weight", _pt2_use_pickle),
     Case("pt2-damaged-model-json", _pt2_member(
@@ -410,6 +443,9 @@ NAMED: list[Case] = [
     Case("data-string-npy", _data_case(_npy(np.array(["a", "b"])))),
     Case("data-0d-npy", _data_case(_npy(np.array(3.0)))),
     Case("data-garbage-npy-header", _data_case(_raw("x.npy", b"\x93NUMPY\x01\x00garbage"))),
+    Case("data-npy-header-shape-overflows", _data_case(_npy_header(
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }\n"))),
+    Case("data-npy-header-200000-parens", _data_case(_npy_header(b"(" * 200000 + b"\n"))),
     Case("data-truncated-npz", _data_case(_truncated_npz)),
     Case("data-bf16-tensor", _data_case(_torch_data("bf16"))),
     Case("data-sparse-tensor", _data_case(_torch_data("sparse"))),
@@ -427,6 +463,9 @@ NAMED: list[Case] = [
     Case("cli-path-5000-chars", _cli(lambda f: ["inspect", str(f / ("x" * 5000 + ".onnx"))])),
     Case("cli-arch-os-system", _cli(lambda f: [
         "inspect", str(_copy("digits.pth", f)), "--arch", "os:system"])),
+    Case("cli-arch-raises-on-import", _cli(lambda f: [
+        "inspect", str(_copy("digits.pth", f)), "--arch",
+        "tests.support.raises_on_import:make"])),
     Case("cli-arch-math-pi", _cli(lambda f: [
         "inspect", str(_copy("digits.pth", f)), "--arch", "math:pi"])),
     Case("cli-mean-3-values-1-channel", _cli(lambda f: [

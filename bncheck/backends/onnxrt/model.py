@@ -139,7 +139,8 @@ class OnnxModel:
 
         proto = self.proto
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        # Fatal only: every error comes back as an exception that bncheck words itself.
+        opts.log_severity_level = 4
         if taps:
             # Tapped tensors feed reductions whose results become graph outputs. A tensor with
             # two consumers is never fused away (Conv+BN stays unfused there), so full

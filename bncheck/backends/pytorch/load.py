@@ -62,6 +62,10 @@ class Loaded:
     batch_limit: int | None = None  # a .pt2's upper bound on the batch dimension
 
 
+# An expanded view in a checkpoint is refused when reading it would allocate more than this.
+MAX_VIEW_BYTES = 1 << 30
+
+
 def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
     """Read ``path``; never runs pickled code unless ``allow_pickle``."""
     if fmt is ModelFormat.SAFETENSORS:
@@ -163,17 +167,36 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
 
 def _from_object(path: Path, obj: Any) -> Loaded:
     if isinstance(obj, nn.Module):
+        _check_views(path, obj.state_dict())
         return Loaded(obj, None)
     if isinstance(obj, Mapping):
         for key in _NEST_KEYS:
             if isinstance(obj.get(key), nn.Module):
+                _check_views(path, obj[key].state_dict())
                 return Loaded(obj[key], None)
         found = _find_state_dict(obj, ())
         if found is not None:
             sd, key_path = found
+            _check_views(path, sd)
             stripped, prefix = _strip_prefix(sd)
             return Loaded(None, Checkpoint(stripped, obj, key_path, prefix))
     raise BncheckError(f"{path} holds a {type(obj).__name__}, not a model or a state_dict")
+
+
+def _check_views(path: Path, sd: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a tensor whose shape claims more elements than its storage holds (an expanded
+    view) when making it real would take more than ``MAX_VIEW_BYTES``: the storage check passes
+    it, since its few stored bytes are all there, but reading it as float64 would allocate the
+    whole claimed size."""
+    for key, t in sd.items():
+        if t.layout is not torch.strided:
+            continue  # sparse and other layouts have no one storage; refused later, by kind
+        stored = t.untyped_storage().nbytes() // max(t.element_size(), 1)
+        if t.numel() > stored and t.numel() * 8 > MAX_VIEW_BYTES:
+            raise BncheckError(
+                f"{path}: tensor {key!r} claims {t.numel()} elements (shape {tuple(t.shape)}) "
+                f"over a storage of {stored}, an expanded view that would take "
+                f"{t.numel() * 8 / 2**30:.0f} GiB to read; the file is not a usable checkpoint")
 
 
 def _is_state_dict(obj: Any) -> bool:

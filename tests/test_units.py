@@ -245,3 +245,25 @@ def test_a_noisy_half_precision_reference_says_so_and_what_to_do() -> None:
     quiet = decide(dataclasses.replace(m, half_rounding=0.001))
     assert "rounding is not what moves it" in quiet.reason
     assert "half-precision" not in decide(_measured(0.35, {"eval": 0.5})).reason
+
+
+def test_launch_outcome_names_the_cause_once() -> None:
+    import signal
+
+    from bncheck.backends.pytorch.launch import _outcome
+
+    term, kill = -int(signal.SIGTERM), -int(signal.SIGKILL)
+    # Rank 0 reported a mismatch; the agent then stopped rank 1: rank 0's code, nothing to add.
+    assert _outcome({0: 1, 1: term}, {}, 2).code == 1
+    assert _outcome({0: 1, 1: term}, {}, 2).messages == ()
+    # Rank 0 refused bad data (printed) and rank 1 had the same sentence: nothing to add.
+    same = _outcome({0: 2, 1: term}, {0: "bad record", 1: "bad record"}, 2)
+    assert same.code == 2 and same.messages == ()
+    # Rank 3 was killed first; the agent stopped the others: rank 3 is named.
+    killed = _outcome({3: kill, 1: term, 0: term}, {}, 4)
+    assert killed.code == 2 and killed.messages == (
+        "process 3 of 4 was killed by SIGKILL before the job finished, so every process stopped "
+        "and nothing was written",)
+    # A sentence only rank 1 met; rank 0 saw it stop answering and said so.
+    alone = _outcome({0: 2}, {0: "another process stopped answering", 1: "record 9 is bad"}, 2)
+    assert alone.code == 2 and alone.messages == ("record 9 is bad",)

@@ -48,7 +48,7 @@ def import_attr(spec: str, option: str) -> Any:
         raise BncheckError(f"{option} {spec}: module {module} has no {name}") from e
 
 
-def _raised_on_import(option: str, spec: str, module: str, e: Exception) -> BncheckError:
+def _raised_on_import(option: str, spec: str, module: str, e: BaseException) -> BncheckError:
     first = str(e).splitlines()[0] if str(e) else ""
     return BncheckError(f"{option} {spec}: importing {module} raised {type(e).__name__}"
                         f"{': ' + first if first else ''}; fix the module (its top level runs "

@@ -54,8 +54,8 @@ def launch(args: list[str], nproc: int) -> LaunchOutcome:
             elastic_launch(config, sys.executable)("-m", "bncheck", *args)
         except ChildFailedError as e:
             failures = e.failures
-            return _outcome({r: f.exitcode for r, f in failures.items()},
-                            min(failures, key=lambda r: failures[r].timestamp),
+            order = sorted(failures, key=lambda r: (failures[r].timestamp, r))
+            return _outcome({r: failures[r].exitcode for r in order},
                             _recorded_errors(Path(log_dir)), nproc)
         return LaunchOutcome(0)
     finally:
@@ -63,25 +63,28 @@ def launch(args: list[str], nproc: int) -> LaunchOutcome:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _outcome(codes: dict[int, int], first: int, errors: dict[int, str], nproc: int
-             ) -> LaunchOutcome:
-    """The job's answer from the ranks that failed (exit codes by rank, the first to fail) and
-    the sentences the ranks recorded.
+def _outcome(codes: dict[int, int], errors: dict[int, str], nproc: int) -> LaunchOutcome:
+    """The job's answer from the ranks that failed (exit codes by rank, the first to fail
+    first) and the sentences the ranks recorded.
 
     Ranks other than 0 exit 0 on bncheck's own outcomes (``worker_exit``), so the agent never
     stops rank 0 on their account: a failure there is a crash.
     """
-    crashes = sorted(r for r, c in codes.items() if r != 0 and c != 0)
+    rank0_done = codes.get(0, 0) > 0  # rank 0 ended by itself with a verdict or a refusal
+    # When rank 0 ends non-zero the agent stops the others with SIGTERM: that is no crash.
+    crashes = [r for r, c in codes.items()
+               if r != 0 and c != 0 and not (rank0_done and c == -int(signal.SIGTERM))]
     lost = [_lost(crashes[0], codes[crashes[0]], nproc)] if crashes else []
     # A sentence a rank met alone (rank 0 then only saw it stop answering).
     alone = [text for r, text in sorted(errors.items()) if r != 0 and text != errors.get(0)][:1]
-    if codes.get(0, 0) > 0:
-        # Rank 0 ended by itself (a verdict or a refusal) and printed why.
+    if rank0_done:
+        # Rank 0 printed why.
         return LaunchOutcome(codes[0], tuple(alone + lost))
     if 0 in errors:  # rank 0 printed its sentence, then was stopped
         return LaunchOutcome(2, tuple(alone + lost))
     if alone:
         return LaunchOutcome(2, tuple(alone + lost))
+    first = next(iter(codes))
     return LaunchOutcome(2, (_lost(first, codes[first], nproc),))
 
 

@@ -80,15 +80,14 @@ def compare(
 
         bncheck compare model.pt --data x.npy --nproc-per-node 4 --format json > report.json
     """
-    from bncheck.cli.launching import check_single_launch
-
-    check_single_launch(nproc_per_node)
     from bncheck.api import compare as run_compare
     from bncheck.cli.common import image_options, sample_shape
+    from bncheck.cli.launching import check_single_launch
     from bncheck.core.findings import exit_code
     from bncheck.report.console import emit_json, reporting, stdout_console
     from bncheck.report.progress import shown_progress
 
+    check_single_launch(nproc_per_node)
     if plot is not None and plot.suffix.lower() != ".png":
         raise BncheckError(f"--plot {plot}: give a .png file name")
     image = image_options(image_size, mean, std, batch_size)

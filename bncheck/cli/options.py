@@ -63,12 +63,12 @@ LabelsOpt = Annotated[Path | None, typer.Option(
 TargetsOpt = Annotated[Path | None, typer.Option(
     "--targets", metavar="FILE",
     help="Expected output per sample (.npy or .npz): measure the mean absolute error instead.")]
-
-# Defaults that the printed fix command leaves out.
-DEFAULT_MEAN = "0"
-DEFAULT_STD = "1"
 NprocOpt = Annotated[int, typer.Option(
     "--nproc-per-node", min=1, metavar="N",
     help="Run as N processes on this machine (torch's elastic launcher, gloo on CPU, one GPU "
          "each with --device cuda), with the figures of one process. The exit code is the "
          "job's (0, 1 or 2), not torchrun's.")]
+
+# Defaults that the printed fix command leaves out.
+DEFAULT_MEAN = "0"
+DEFAULT_STD = "1"

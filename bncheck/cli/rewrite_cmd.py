@@ -91,12 +91,10 @@ def rewrite(
 
         bncheck rewrite w.pt --mode recalibrate -o new.pt --data x.npy --nproc-per-node 4
     """
-    from bncheck.cli.launching import check_single_launch
-
-    check_single_launch(nproc_per_node)
     from bncheck.api import rewrite as run_rewrite
     from bncheck.backends.detect import detect_format
     from bncheck.cli.common import image_options, sample_shape
+    from bncheck.cli.launching import check_single_launch
     from bncheck.report.console import reporting, stdout_console
     from bncheck.report.progress import shown_progress
     from bncheck.report.rewrite_text import render_rewrite
@@ -105,6 +103,7 @@ def rewrite(
     from bncheck.rewriting.run import GENERATED_SAMPLES
 
     # Everything that can be refused is refused before any work starts.
+    check_single_launch(nproc_per_node)
     modes = parse_modes(mode)
     check_destination(output, [p for p in (model, data, labels, targets) if p is not None], force)
     check_output(detect_format(model), modes, output, keep_dropout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -192,3 +193,19 @@ def test_launch_rewrite_writes_once(tmp_path: Path) -> None:
     _no_traceback(r)
     assert r.returncode == 0 and out.exists(), r.stderr[-2000:]
     assert [p.name for p in tmp_path.iterdir()] == ["recal.pt"]
+
+
+def test_launch_interrupted_stops_every_process_in_one_sentence() -> None:
+    p = subprocess.Popen([sys.executable, "-m", "bncheck", "compare", MODEL, "--allow-pickle",
+                          "--data", DATA / "digits_x.npy", "--nproc-per-node", "2"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    children = Path(f"/proc/{p.pid}/task/{p.pid}/children")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not children.read_text().split():
+        time.sleep(0.05)  # until the workers are started, and the agent handles signals
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and out == "", err[-2000:]
+    assert err.splitlines() == ["bncheck: error: interrupted by SIGINT: every process stopped "
+                                "and nothing was written"]

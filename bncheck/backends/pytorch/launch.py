@@ -33,12 +33,19 @@ class LaunchOutcome:
 
 def launch(args: list[str], nproc: int) -> LaunchOutcome:
     """Run ``python -m bncheck ARGS`` as ``nproc`` processes of one job on this machine."""
-    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import (
+        DefaultLogsSpecs,
+        SignalException,
+        Std,
+    )
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    # The agent logs every start and failure, with tracebacks; the outcome says it all.
-    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    # The agent logs every start, signal and failure, with tracebacks; the outcome says it all.
+    # Its modules set their loggers' own levels when imported, so each is quieted by name.
+    for name in [*logging.root.manager.loggerDict, "torch.distributed"]:
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     # As torchrun does: one thread per worker, so figures match a one-thread process.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     log_dir = tempfile.mkdtemp(prefix="bncheck-launch-")
@@ -52,6 +59,11 @@ def launch(args: list[str], nproc: int) -> LaunchOutcome:
                                         redirects={r: Std.ALL for r in range(1, nproc)}))
         try:
             elastic_launch(config, sys.executable)("-m", "bncheck", *args)
+        except SignalException as e:
+            # Ctrl-C or a kill of this launcher: the agent has stopped every worker.
+            name = signal.Signals(e.sigval).name
+            return LaunchOutcome(128 + int(e.sigval), (f"interrupted by {name}: every process "
+                                                       "stopped and nothing was written",))
         except ChildFailedError as e:
             failures = e.failures
             order = sorted(failures, key=lambda r: (failures[r].timestamp, r))

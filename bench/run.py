@@ -200,6 +200,19 @@ def ort_latency(paths: dict[str, Path]) -> dict[str, float]:
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
+def optimized_nodes(path: Path) -> int:
+    """How many nodes onnxruntime runs for ``path`` after its graph optimizations (Conv+BN
+    fusion, NCHWc layouts): what a rewrite left behind shows here, not in the file."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(WORK / f"{path.stem}.optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return len(onnx.load(opts.optimized_model_filepath).graph.node)
+
+
 def main() -> None:
     """Measure every row and write RESULTS.md."""
     torch.set_num_threads(2)
@@ -260,6 +273,13 @@ def main() -> None:
     row(rows, f"`compare` wall time, ONNX, {16 * N} samples (start-up and the noise floor's "
         "first batches spread over 16x the work)", f"plain onnxruntime inference: {b16:.2f} s",
         f"{a16:.2f} s", a16 / b16, "(information)", None)
+    # The slope: what each sample past 1024 adds, in plain passes of it. compare tends to this
+    # as the data grows (start-up and fixed costs drop out).
+    slope = (a16 - a4) / (b16 - b4)
+    row(rows, f"`compare`, ONNX: extra time per extra sample from {4 * N} to {16 * N} samples, in "
+        "plain passes", f"plain: {1000 * (b16 - b4) / (12 * N):.2f} ms a sample",
+        f"{1000 * (a16 - a4) / (12 * N):.2f} ms a sample", slope, "<= 2.2x (issue 24)",
+        slope <= 2.2)
     m1 = peak_rss_mb(cmp_onnx)
     m4 = peak_rss_mb(cmp_onnx4)
     row(rows, "peak memory of `compare` (ONNX) at 4x the samples", f"1x: {m1:.0f} MiB",
@@ -287,10 +307,13 @@ def main() -> None:
                         "--data", str(p["x"]), "--force"], cwd=ROOT, check=True, capture_output=True)
         rewritten[mode] = dst
     lat = ort_latency(rewritten)
+    nodes = {k: optimized_nodes(v) for k, v in rewritten.items()}
     for mode, target in (("fold", 1.0), ("instance-norm", 1.15), ("batch-stats", 1.35)):
         r = lat[mode] / lat["original"]
-        row(rows, f"onnxruntime latency, batch 8, {mode}", f"original: {lat['original']:.2f} ms",
-            f"{lat[mode]:.2f} ms", r, f"<= {target:.2f}x", r <= target + FOLD_SLACK * (mode == "fold"))
+        row(rows, f"onnxruntime latency, batch 8, {mode} (nodes after onnxruntime's "
+            f"optimization: {nodes[mode]}, original {nodes['original']})",
+            f"original: {lat['original']:.2f} ms", f"{lat[mode]:.2f} ms", r, f"<= {target:.2f}x",
+            r <= target + FOLD_SLACK * (mode == "fold"))
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmp1 = [*BNCHECK, "compare", str(p["r18"]), "--allow-pickle", "--data", str(p["x4"]),
             "--batch-size", str(BS), "--train-batch-size", str(TRAIN_BS), "--format", "json"]
@@ -460,6 +483,11 @@ NOTES = """
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
   run-to-run spread: 1.02x to 1.13x in the seven runs before this one.
   Measured in one process right after one of them, the same files read 1.07x and then 1.00x.
+  The row counts the nodes onnxruntime runs after its optimizations: fold leaves nothing behind
+  (23 and 23: 20 Conv, a ReorderOutput, the ReduceMean and the Gemm in both).
+- **The slope row** is the cost of each sample past 1024, in plain passes of it, from the 1024
+  and 4096-sample rows: what `compare` tends to as the data grows. Today's design taps every
+  sample in two passes and runs most of a third for the noise floor; issue 24's target is 2.2.
 - **instance-norm and batch-stats latency (targets 1.15x and 1.35x).** onnxruntime folds the
   original BN into Conv, and per-sample or per-batch statistics cost a reduction per
   activation. In the seven runs before this one: instance-norm 1.22x to 1.36x, batch-stats

@@ -479,6 +479,21 @@ NOTES = """
   commits on, neither of them in the passes) took 19.2 s each (medians of 3 interleaved runs),
   and one more run took 17.86 s against a 5.57 s baseline (3.2x).
 
+- **This session's run (the ONNX rows).** `compare` on ONNX read 5.14x, against 3.50x in the
+  run before. The code did not cause it. Right after this run, the previous code (935adb5) and
+  this code ran the same ONNX `compare` in four interleaved rounds, with the plain baseline after
+  each pair:
+
+  | round | 935adb5 | this code | plain baseline |
+  |---|---|---|---|
+  | 1 | 1.78 s | 1.72 s | 0.34 s |
+  | 2 | 1.77 s | 1.71 s | 0.36 s |
+  | 3 | 1.84 s | 1.88 s | 0.45 s |
+  | 4 | 2.04 s | 2.20 s | 0.46 s |
+
+  The machine was in another state: its plain passes were faster (the 4096-sample baseline took
+  3.26 s against 5.67 s before, and the ResNet-50 forward 43 s against 163 s), and `import onnx`
+  took 0.67 s against 0.16 s.
 - **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
   run-to-run spread: 1.02x to 1.13x in the seven runs before this one.

@@ -106,6 +106,12 @@ def test_a_batch_size_the_data_does_not_pin_never_carries_a_batch_dependent_fix(
         v = decide(dataclasses.replace(m, train_batch=est))
         assert v.verdict is VerdictKind.INCONCLUSIVE and v.mode is FixMode.NONE
         assert "--train-batch-size" in v.reason
+    # ok stands on an uncertain size, and says which sizes it could have been.
+    ok = dataclasses.replace(_measured(0.1, {"eval": 0.1}), train_batch=BatchSizeEstimate(
+        16, BatchSizeSource.UNCERTAIN, "allows 2 to 109", 2, 109))
+    v = decide(ok)
+    assert v.verdict is VerdictKind.OK and "training batch size 16, one of the plausible 2 to " \
+        "109" in v.reason
 
 
 def _acc(within: float, between: float, n: int = 64, seed: int = 0) -> LayerAccumulator:

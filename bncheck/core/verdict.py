@@ -101,7 +101,7 @@ def decide(c: Measurements) -> Verdict:
     floor = c.noise_floor.mean if c.noise_floor else 0.0
     b = c.train_batch.value
     figures = (f"eval mode is {_f(ev.mean)} from the trained behaviour (relative L2; noise floor "
-               f"{_f(floor)}, tolerance {_f(tol)}, training batch size {b})")
+               f"{_f(floor)}, tolerance {_f(tol)}, training batch size {b}{_plausible(c)})")
     fix, advice = _conditional_recalibrate(c, tol)
     if c.n_used // b < MIN_REFERENCE_BATCHES:
         return _inconclusive(
@@ -177,6 +177,15 @@ def _inconclusive(c: Measurements, tol: float, first: str | None, why: str, fix:
                   advice: str) -> Verdict:
     return Verdict(VerdictKind.INCONCLUSIVE, Diagnosis.NONE, FixMode.NONE, why, tol, first, fix,
                    advice)
+
+
+def _plausible(c: Measurements) -> str:
+    """For an uncertain training batch size: that the reference's is one of several."""
+    t = c.train_batch
+    if t.source is not BatchSizeSource.UNCERTAIN or t.low is None:
+        return ""
+    span = f"{t.low} or more" if t.high is None else f"{t.low} to {t.high}"
+    return f", one of the plausible {span}"
 
 
 def _half_precision(c: Measurements) -> str:

@@ -456,3 +456,31 @@ def test_keep_dropout_refusals(tmp_path: Path, model: tuple[str, str], out: str,
             "--allow-pickle", "--keep-dropout")
     assert r.code == 2 and words in r.err, r.err
     assert not (tmp_path / out).exists()
+
+
+def test_recalibrate_needs_the_training_batch_size_past_the_first_layer() -> None:
+    # Population statistics are gathered under reference propagation: past the first BN layer
+    # each layer's input depends on the batch size the earlier layers normalized at. So
+    # recalibrate without --train-batch-size estimates it first (an eval pass through three
+    # layers, bench row: 1.40x update_bn against 1.36x with the size given). On the batch-1
+    # U-Net the first layer's statistics are the same at any size, and enc3.1's running_var at
+    # 32 is 0.41x to 1.81x its value at 1, per channel.
+    from safetensors.torch import load_file
+
+    import bncheck
+    from fixtures.archs import unet
+
+    model = unet()
+    model.load_state_dict(load_file(model_path("unet_bs1", "safetensors")))
+    x = np.load(DATA / "unet_inputs.npy")
+    at1, at32 = (bncheck.recalibrate(model, x, train_batch_size=b) for b in (1, 32))
+    estimated = bncheck.recalibrate(model, x)
+    first, deeper = "enc2.1", "enc3.1"
+
+    def var(m: torch.nn.Module, name: str) -> np.ndarray:
+        return dict(m.named_modules())[name].running_var.double().numpy()
+
+    np.testing.assert_allclose(var(at32, first), var(at1, first), rtol=1e-6)
+    ratio = var(at32, deeper) / var(at1, deeper)
+    assert ratio.min() < 0.5 and ratio.max() > 1.5
+    np.testing.assert_array_equal(var(estimated, deeper), var(at1, deeper))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bncheck.core.discrepancy import NORM_FLOOR
 from bncheck.core.model import Model
 from bncheck.core.numerics import TINY
 
@@ -33,11 +34,12 @@ def is_half(model: Model) -> bool:
 
 def half_rounding(model: Model, batch: Sequence[np.ndarray]) -> float:
     """Mean per-sample relative L2 between outputs on ``batch`` and on it nudged by one of the
-    model's rounding steps: how much of a half-precision reference is rounding alone."""
+    model's rounding steps: how much of a half-precision reference is rounding alone. Norms are
+    floored as compare's distances are (``NORM_FLOOR`` of the median)."""
     got = model.run(nudged(batch, model.float_eps)).astype(np.float64)
     want = model.run(batch).astype(np.float64)
     norms = np.linalg.norm(want, axis=1)
-    floor = max(0.1 * float(np.median(norms)), TINY) if norms.size else TINY
+    floor = max(NORM_FLOOR * float(np.median(norms)), TINY) if norms.size else TINY
     with np.errstate(all="ignore"):
         err = np.linalg.norm(got - want, axis=1) / np.maximum(norms, floor)
     return float(np.mean(err)) if err.size else 0.0

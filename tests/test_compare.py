@@ -332,18 +332,13 @@ def _healthy_float16(tmp_path: Path, eps: float) -> Path:
 
     m = onnx.load(model_path("digits", "onnx"))
     inits = {i.name: i for i in m.graph.initializer}
-
-    def put(name: str, change: object) -> None:
-        a = numpy_helper.to_array(inits[name]).copy()
-        change(a)  # type: ignore[operator]
-        inits[name].CopyFrom(numpy_helper.from_array(a, name))
-
     conv = next(n for n in m.graph.node if n.op_type == "Conv")
     bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
-    put(conv.input[1], lambda a: a.__setitem__(0, 0.0))
-    put(conv.input[2], lambda a: a.__setitem__(0, 0.0))
-    put(bn.input[3], lambda a: a.__setitem__(0, 0.0))
-    put(bn.input[4], lambda a: a.__setitem__(0, 0.0))
+    # Channel 0: conv weight and bias 0, so its input is 0; its running mean and var are 0.
+    for name in (conv.input[1], conv.input[2], bn.input[3], bn.input[4]):
+        a = numpy_helper.to_array(inits[name]).copy()
+        a[0] = 0.0
+        inits[name].CopyFrom(numpy_helper.from_array(a, name))
     for node in m.graph.node:
         for a in node.attribute:
             if node.op_type == "BatchNormalization" and a.name == "epsilon":

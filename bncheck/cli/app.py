@@ -12,8 +12,9 @@ from typer.core import TyperGroup
 
 from bncheck.cli.compare_cmd import compare
 from bncheck.cli.inspect_cmd import inspect
-from bncheck.cli.launching import launch_request, record_error, run_launched, worker_exit
+from bncheck.cli.launching import launch_request, run_launched, worker_exit
 from bncheck.cli.rewrite_cmd import rewrite
+from bncheck.core.launch_records import record_error
 from bncheck.errors import BncheckError
 from bncheck.report.console import error_line
 

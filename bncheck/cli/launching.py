@@ -7,9 +7,9 @@ the job (``WORLD_SIZE`` set); this process only waits for them and exits with th
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from bncheck.errors import ERROR_FILE_PREFIX, LAUNCH_DIR_ENV, BncheckError
+from bncheck.core.launch_records import launched_rank
+from bncheck.errors import BncheckError
 
 OPTION = "--nproc-per-node"
 # The commands that run passes over the data, and so can share them out.
@@ -57,28 +57,13 @@ def run_launched(args: list[str], nproc: int) -> int:
     return outcome.code
 
 
-def _launched_rank() -> str | None:
-    """This worker's rank when bncheck's own launch started it, else None."""
-    return os.environ.get("RANK", "0") if LAUNCH_DIR_ENV in os.environ else None
-
-
-def record_error(message: str) -> None:
-    """Under bncheck's launch, leave this rank's error sentence for the launcher."""
-    rank = _launched_rank()
-    if rank is not None:
-        path = Path(os.environ[LAUNCH_DIR_ENV]) / f"{ERROR_FILE_PREFIX}{rank}"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(message)
-        tmp.replace(path)
-
-
 def worker_exit(code: int | str | None) -> int | str | None:
     """The exit code a worker of bncheck's launch ends with: rank 0's own, 0 elsewhere.
 
     Every rank reaches the same verdict, or the same agreed error, and rank 0 reports it. A
     rank that ended non-zero first would make the launcher stop rank 0 before it printed.
     """
-    rank = _launched_rank()
+    rank = launched_rank()
     return code if rank is None or rank == "0" else 0
 
 

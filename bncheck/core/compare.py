@@ -87,7 +87,8 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                             ("no layer normalizes with running statistics: eval mode is the "
                              "trained behaviour, and there is nothing to compare",))
     runner = Runner(src, progress, collective, loader)
-    eval_taps = TapCollector(running_means(layers))
+    # The spread around the running means serves only the batch-size estimate.
+    eval_taps = TapCollector(running_means(layers) if train_batch_size is None else None)
     eval_store = runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
                             on_tap=eval_taps)
     order = eval_taps.order

@@ -6,8 +6,6 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from bncheck.errors import ERROR_PREFIX
-
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -37,7 +35,7 @@ def emit_json(doc: dict[str, Any]) -> None:
 
 def error_line(message: str) -> None:
     """A user error: one plain line on stderr."""
-    sys.stderr.write(f"{ERROR_PREFIX}{message}\n")
+    sys.stderr.write(f"bncheck: error: {message}\n")
 
 
 SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": "cyan"}

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bncheck.errors import ERROR_FILE_PREFIX, LAUNCH_DIR_ENV
+from bncheck.core.launch_records import LAUNCH_DIR_ENV, recorded_errors
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def launch(args: list[str], nproc: int) -> LaunchOutcome:
             failures = e.failures
             order = sorted(failures, key=lambda r: (failures[r].timestamp, r))
             return _outcome({r: failures[r].exitcode for r in order},
-                            _recorded_errors(Path(log_dir)), nproc)
+                            recorded_errors(Path(log_dir)), nproc)
         return LaunchOutcome(0)
     finally:
         del os.environ[LAUNCH_DIR_ENV]
@@ -92,9 +92,8 @@ def _outcome(codes: dict[int, int], errors: dict[int, str], nproc: int) -> Launc
     if rank0_done:
         # Rank 0 printed why.
         return LaunchOutcome(codes[0], tuple(alone + lost))
-    if 0 in errors:  # rank 0 printed its sentence, then was stopped
-        return LaunchOutcome(2, tuple(alone + lost))
-    if alone:
+    if 0 in errors or alone:
+        # Rank 0 printed its sentence before it was stopped, or another rank met one alone.
         return LaunchOutcome(2, tuple(alone + lost))
     first = next(iter(codes))
     return LaunchOutcome(2, (_lost(first, codes[first], nproc),))
@@ -114,12 +113,3 @@ def _is_signal(number: int) -> bool:
         return False
     return True
 
-
-def _recorded_errors(log_dir: Path) -> dict[int, str]:
-    """The sentence each rank's error boundary recorded (``record_error``), by rank."""
-    out = {}
-    for path in log_dir.glob(f"{ERROR_FILE_PREFIX}*"):
-        rank = path.name[len(ERROR_FILE_PREFIX):]
-        if rank.isdigit():
-            out[int(rank)] = path.read_text(errors="replace").strip()
-    return out

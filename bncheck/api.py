@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,8 @@ __all__ = ["ImageOptions", "Rewritten", "compare", "inspect", "load", "open_data
 
 def load(model: Any, *, arch: str | None = None, allow_pickle: bool = False,
          device: Device | str = Device.CPU) -> Model:
-    """A backend model for a path, an ``nn.Module`` (copied) or an ``onnx.ModelProto``."""
+    """A backend model for a path, an ``nn.Module`` (copied), a ``keras.Model`` (read, never
+    changed) or an ``onnx.ModelProto``."""
     device = Device(device)
     if isinstance(model, (str, os.PathLike)):
         from bncheck.backends.base import load_model
@@ -61,14 +63,27 @@ def load(model: Any, *, arch: str | None = None, allow_pickle: bool = False,
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
         return OnnxModel(proto, Path("<onnx.ModelProto>"), device)
+    if _is_keras_model(model):
+        from bncheck.backends.keras.model import KerasModel
+        from bncheck.backends.keras.runtime import import_keras
+
+        import_keras()  # refuses a Keras on another backend
+        # Not copied: only its norm layers' values are read, into modules of bncheck's own.
+        return KerasModel.of(Path("<keras.Model>"), ModelFormat.KERAS, model)
     if hasattr(model, "named_modules") and hasattr(model, "state_dict"):
         from bncheck.backends.pytorch.model import TorchModel, resolve_device
 
         module = copy.deepcopy(model).eval()
         return TorchModel(LIVE_PATH, ModelFormat.TORCH_SAVE, module, None, resolve_device(device))
 
-    raise BncheckError(f"a model of type {type(model).__name__}: give a path, an nn.Module or "
-                       "an onnx.ModelProto")
+    raise BncheckError(f"a model of type {type(model).__name__}: give a path, an nn.Module, "
+                       "a keras.Model or an onnx.ModelProto")
+
+
+def _is_keras_model(model: Any) -> bool:
+    """A live keras.Model (checked without importing Keras: the caller already has)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)
 
 
 def collective(device: Device | str = Device.CPU) -> Collective:
@@ -118,12 +133,14 @@ def open_data(data: Any, model: Model, *, image: ImageOptions | None = None,
     if input_shape is not None:
         if len(specs) > 1:
             raise BncheckError(f"--input-shape gives one input; {model.path} takes {len(specs)}")
-        specs = [InputSpec(specs[0].name if specs else "input", (None, *input_shape))]
+        specs = [InputSpec(specs[0].name if specs else "input", (None, *input_shape),
+                           channels_last=bool(specs) and specs[0].channels_last)]
     if isinstance(data, (str, os.PathLike)):
         src = open_samples(Path(data), input_names=[s.name for s in specs],
                            input_shapes=[s.shape for s in specs], image=image or ImageOptions(),
                            limit=limit, check_shapes=not any(s.guessed for s in specs),
-                           read_torch=_torch_reader())
+                           read_torch=_torch_reader(),
+                           channels_last=any(s.channels_last for s in specs))
     else:
         src = source_from_object(data, _tensor_to_numpy)
         if limit is not None:

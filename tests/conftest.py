@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bncheck.cli.app import app
+
+# Keras picks its backend at its first import; the tests' own imports of it must agree with
+# bncheck's (which sets it for a process that has not imported Keras yet).
+os.environ["KERAS_BACKEND"] = "torch"
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"

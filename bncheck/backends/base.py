@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bncheck.backends.detect import detect_format
-from bncheck.core.formats import ModelFormat
+from bncheck.core.formats import KERAS_FORMATS, ModelFormat
 from bncheck.core.model import Model
 from bncheck.core.options import Device
 from bncheck.errors import BncheckError
@@ -23,6 +23,12 @@ def load_model(path: Path, *, allow_pickle: bool = False, arch: str | None = Non
         from bncheck.backends.onnxrt.model import OnnxModel
 
         return OnnxModel.load(path, device=device)
+    if fmt in KERAS_FORMATS:
+        from bncheck.backends.keras.load import load_keras_file
+        from bncheck.backends.keras.model import KerasModel
+
+        keras_model = load_keras_file(path, allow_pickle=allow_pickle, arch=arch)
+        return KerasModel.of(path, fmt, keras_model)
     from bncheck.backends.pytorch.model import load_torch_model
 
     return load_torch_model(path, fmt, allow_pickle=allow_pickle, arch=arch, device=device)

@@ -12,6 +12,7 @@ from bncheck.core.paths import exists, shown
 from bncheck.errors import BncheckError
 
 _PICKLE_PROTOCOL_BYTE = 0x80
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def detect_format(path: Path) -> ModelFormat:
@@ -27,6 +28,8 @@ def detect_format(path: Path) -> ModelFormat:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
         return _zip_format(path)
+    if head[:8] == _HDF5_SIGNATURE:
+        return ModelFormat.KERAS_H5
     if head[0] == _PICKLE_PROTOCOL_BYTE:
         return ModelFormat.TORCH_SAVE
     if _looks_safetensors(path, head, size):
@@ -35,7 +38,7 @@ def detect_format(path: Path) -> ModelFormat:
         return ModelFormat.ONNX
     raise BncheckError(
         f"{path} is not a model bncheck can read (expected ONNX, TorchScript, torch.export .pt2, "
-        "a torch.save checkpoint or .safetensors)"
+        "a torch.save checkpoint, .safetensors, .keras or Keras .h5)"
     )
 
 
@@ -46,6 +49,8 @@ def _zip_format(path: Path) -> ModelFormat:
     except (zipfile.BadZipFile, OSError) as e:
         raise BncheckError(f"{path} is a damaged zip archive ({e}); the checkpoint is probably "
                            "truncated: copy or save it again") from e
+    if "config.json" in names and "metadata.json" in names:
+        return ModelFormat.KERAS
     tails = {n.split("/", 1)[1] if "/" in n else n for n in names}
     if any(t.startswith("models/") and t.endswith(".json") for t in tails) or any(
         t.startswith("serialized_exported_program") for t in tails
@@ -55,7 +60,11 @@ def _zip_format(path: Path) -> ModelFormat:
         return ModelFormat.TORCHSCRIPT
     if "data.pkl" in tails:
         return ModelFormat.TORCH_SAVE
-    raise BncheckError(f"{path} is a zip archive but not a PyTorch checkpoint, TorchScript or .pt2")
+    if path.suffix.lower() == ".keras":
+        raise BncheckError(f"{path} is a zip archive without a Keras model's config.json and "
+                           "metadata.json; save it again with model.save()")
+    raise BncheckError(f"{path} is a zip archive but not a PyTorch checkpoint, TorchScript, .pt2 "
+                       "or .keras")
 
 
 def _looks_safetensors(path: Path, head: bytes, size: int) -> bool:

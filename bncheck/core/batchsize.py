@@ -103,6 +103,7 @@ class _Layer:
     spatial: int
     n: float
     ema: float  # variance of the running average / variance of one batch's
+    unbiased: bool  # whether running_var averages unbiased batch variances
 
     def residual(self, b: int) -> tuple[float, float]:
         """(prediction - running_var, its standard error) at batch size ``b``, projected on
@@ -111,7 +112,8 @@ class _Layer:
         The channels' errors are added as if fully correlated (they come from the same samples
         and batches): an upper bound on the projection's error.
         """
-        bessel = b * self.spatial / max(b * self.spatial - 1.0, 1.0)  # torch stores unbiased
+        # torch stores unbiased batch variances; Keras biased ones.
+        bessel = b * self.spatial / max(b * self.spatial - 1.0, 1.0) if self.unbiased else 1.0
         a = 1.0 - 1.0 / b
         predicted = bessel * (self.within + a * self.between)
         per_sample = bessel * bessel * self.spread.var_of(a)
@@ -245,4 +247,4 @@ def _evidence(layer: NormLayer, acc: LayerAccumulator, n: int, min_batch: int
         return _Misfit(f"running_var of {layer.name} fits no batch size (median relative error "
                        f"{err:.2f})")
     return _Layer(layer.name, inv_b, between, within, rv, acc.spread, acc.spatial,
-                  float(acc.sample_means.count), ema)
+                  float(acc.sample_means.count), ema, layer.unbiased_var)

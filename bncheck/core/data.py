@@ -70,9 +70,10 @@ class ImageSource:
     """An image folder; each ``load`` opens only the requested files."""
 
     def __init__(self, files: list[Path], channels: int, size: tuple[int, int] | None,
-                 opts: ImageOptions) -> None:
+                 opts: ImageOptions, channels_last: bool = False) -> None:
         self.files = files
         self.channels = channels
+        self.channels_last = channels_last
         self.size = size
         self.mean = np.array(opts.mean, dtype=np.float32).reshape(-1, 1, 1)
         self.std = np.array(opts.std, dtype=np.float32).reshape(-1, 1, 1)
@@ -101,21 +102,23 @@ class ImageSource:
         if len(shapes) > 1:
             raise BncheckError(f"images in {self.files[0].parent} have different sizes "
                                f"{sorted(shapes)}; pass --image-size H,W")
-        return [np.stack(out).astype(np.float32)]
+        batch = np.stack(out).astype(np.float32)
+        return [np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) if self.channels_last else batch]
 
 
 def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequence[
         tuple[int | None, ...]], image: ImageOptions, limit: int | None,
-                 check_shapes: bool = True, read_torch: TensorReader | None = None
-                 ) -> SampleSource:
+                 check_shapes: bool = True, read_torch: TensorReader | None = None,
+                 channels_last: bool = False) -> SampleSource:
     """Open ``path`` as a sample source and check it before any model work starts.
 
     ``read_torch`` reads torch.save'd tensors; the caller passes the torch backend's reader.
+    With ``channels_last`` the model takes (N, H, W, C) images, and an image folder is fed so.
     """
     if not exists(path, "--data"):
         raise BncheckError(f"--data {shown(path)}: no such file or folder")
     if path.is_dir():
-        src: SampleSource = _image_folder(path, input_shapes, image)
+        src: SampleSource = _image_folder(path, input_shapes, image, channels_last)
     else:
         arrays = ArraySource(_arrays(path, input_names, read_torch), f"--data {path}")
         # Only the samples --limit keeps are ever read; only they need scanning.
@@ -126,7 +129,7 @@ def open_samples(path: Path, *, input_names: Sequence[str], input_shapes: Sequen
     if limit is not None:
         src = Limited(src, limit)
     if check_shapes:
-        _check_shapes(src, path, input_shapes)
+        _check_shapes(src, path, input_shapes, channels_last)
     return src
 
 
@@ -180,7 +183,7 @@ def _select_npz(arrays: dict[str, np.ndarray], input_names: Sequence[str],
 
 
 def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
-                  opts: ImageOptions) -> ImageSource:
+                  opts: ImageOptions, channels_last: bool) -> ImageSource:
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BncheckError(f"--data {path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -188,6 +191,8 @@ def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
         raise BncheckError(f"--data {path}: an image folder feeds one input; this model has "
                            f"{len(shapes)}")
     shape = shapes[0] if shapes else (None, None, None, None)
+    if channels_last and len(shape) == 4:
+        shape = (shape[0], shape[3], shape[1], shape[2])  # read as (N, C, H, W), fed as NHWC
     channels = shape[1] if len(shape) == 4 and shape[1] else 3
     size = opts.size
     if size is None and len(shape) == 4 and shape[2] and shape[3]:
@@ -199,7 +204,7 @@ def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
             raise BncheckError(f"{option} has {len(values)} values; the model's input has "
                                f"{channels} channel(s): give 1 value"
                                + ("" if channels == 1 else f" or {channels}"))
-    return ImageSource(files, int(channels), size, opts)
+    return ImageSource(files, int(channels), size, opts, channels_last)
 
 
 def _image_size(f: Path) -> tuple[int, int]:
@@ -232,15 +237,33 @@ def _check_finite(src: ArraySource, path: Path, n: int) -> None:
 
 
 def _check_shapes(src: SampleSource, path: Path,
-                  shapes: Sequence[tuple[int | None, ...]]) -> None:
+                  shapes: Sequence[tuple[int | None, ...]], channels_last: bool = False) -> None:
     sample = src.load(np.arange(1))
     if shapes and len(sample) != len(shapes):
         raise BncheckError(f"--data {path}: gives {len(sample)} input(s); the model takes "
                            f"{len(shapes)}")
     for got, want in zip(sample, shapes, strict=False):
-        ok = len(got.shape) == len(want) and all(
-            w is None or w == g for g, w in zip(got.shape[1:], want[1:], strict=True))
-        if not ok:
-            exp = "(N, " + ", ".join("?" if w is None else str(w) for w in want[1:]) + ")"
-            raise BncheckError(f"--data {path}: samples have shape (N, "
-                               f"{', '.join(map(str, got.shape[1:]))}); the model expects {exp}")
+        if _fits(got.shape, want):
+            continue
+        exp = "(N, " + ", ".join("?" if w is None else str(w) for w in want[1:]) + ")"
+        layout = ""
+        if len(want) >= 3:
+            other = _other_layout(got.shape, channels_last)
+            if _fits(other, want):
+                layout = (" (channels-last, as Keras takes images: transpose the data to "
+                          "(N, H, W, C))" if channels_last else
+                          " (channels-first: transpose the data to (N, C, H, W))")
+        raise BncheckError(f"--data {path}: samples have shape (N, "
+                           f"{', '.join(map(str, got.shape[1:]))}); the model expects {exp}{layout}")
+
+
+def _fits(got: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
+    return len(got) == len(want) and all(
+        w is None or w == g for g, w in zip(got[1:], want[1:], strict=True))
+
+
+def _other_layout(shape: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
+    """``shape`` read in the other layout: channels-first data for a channels-last model."""
+    if channels_last:
+        return (shape[0], *shape[2:], shape[1])
+    return (shape[0], shape[-1], *shape[1:-1])

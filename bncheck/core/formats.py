@@ -11,3 +11,8 @@ class ModelFormat(StrEnum):
     EXPORTED_PROGRAM = "pt2"
     TORCH_SAVE = "torch-save"  # state_dict, nested checkpoint or pickled nn.Module
     SAFETENSORS = "safetensors"
+    KERAS = "keras"  # Keras 3 .keras archive
+    KERAS_H5 = "keras-h5"  # legacy HDF5: a whole model, or weights only (with --arch)
+
+
+KERAS_FORMATS = (ModelFormat.KERAS, ModelFormat.KERAS_H5)

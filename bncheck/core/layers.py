@@ -26,6 +26,7 @@ class MomentumNote(StrEnum):
     CUMULATIVE = "cumulative"  # torch momentum=None: a cumulative average
     FROZEN = "frozen"  # FrozenBatchNorm2d and kin: never updated
     ONNX = "onnx"  # exponential, from an ONNX graph (converted to torch's convention)
+    KERAS = "keras"  # exponential, from a Keras layer (converted to torch's convention)
     UNKNOWN = "unknown"  # a bare state_dict does not say
     NONE = "none"  # no running statistics at all
 
@@ -60,6 +61,10 @@ class NormLayer:
     bias: np.ndarray | None = None
     # An ONNX BatchNormalization with training_mode=1: batch statistics even at inference.
     training_mode: bool = False
+    # torch averages unbiased batch variances into running_var, Keras biased ones.
+    unbiased_var: bool = True
+    # Framework options beyond torch's (Keras: axis, renorm, synchronized), for the report.
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def needs_stats(self) -> bool:
@@ -85,15 +90,16 @@ class NormLayer:
             "channels": self.channels,
             "eps": self.eps,
             "momentum": self.momentum,
-            "momentum_note": (f"onnx {1.0 - self.momentum:g}"
-                              if self.momentum_note is MomentumNote.ONNX and self.momentum is not None
-                              else self.momentum_note.value),
+            "momentum_note": (f"{self.momentum_note.value} {1.0 - self.momentum:g}"
+                              if self.momentum_note in (MomentumNote.ONNX, MomentumNote.KERAS)
+                              and self.momentum is not None else self.momentum_note.value),
             "affine": self.affine,
             "track_running_stats": self.tracks_running_stats,
             "training_mode": self.training_mode,
             "num_batches_tracked": self.num_batches_tracked,
             "running_mean": finite_range(self.running_mean),
             "running_var": finite_range(self.running_var),
+            **({"options": dict(self.options)} if self.options else {}),
         }
 
 

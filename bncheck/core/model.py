@@ -47,6 +47,8 @@ class InputSpec:
     # Read off the architecture (the first conv's channels), not declared by the model: data of
     # another shape is tried on the model rather than refused.
     guessed: bool = False
+    # (N, *spatial, C), as Keras models take images, rather than (N, C, *spatial).
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bncheck.core.formats import ModelFormat
+from bncheck.core.formats import KERAS_FORMATS, ModelFormat
 from bncheck.core.options import USER_MODES, RewriteMode
 from bncheck.errors import BncheckError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
-OUTPUT_SUFFIXES = (".onnx", ".pt2", *CHECKPOINT_SUFFIXES, ".safetensors")
+OUTPUT_SUFFIXES = (".onnx", ".pt2", *CHECKPOINT_SUFFIXES, ".safetensors", ".keras")
 
 
 def check_output(fmt: ModelFormat, modes: list[RewriteMode], out: Path,
@@ -18,7 +18,13 @@ def check_output(fmt: ModelFormat, modes: list[RewriteMode], out: Path,
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise BncheckError(f"-o {out}: unknown suffix {suffix or '(none)'}; use .onnx, .pt2, "
-                           ".pt/.pth or .safetensors")
+                           ".pt/.pth, .safetensors or .keras")
+    if fmt in KERAS_FORMATS:
+        _check_keras_output(out, suffix, keep_dropout)
+        return
+    if suffix == ".keras":
+        raise BncheckError(f"-o {out}: .keras output needs a Keras input (.keras or .h5); write "
+                           ".onnx")
     if keep_dropout and suffix != ".onnx":
         raise BncheckError(f"-o {out}: --keep-dropout writes .onnx (Dropout nodes with "
                            "training_mode on); a torch model's dropout is yours to switch on")
@@ -42,6 +48,14 @@ def check_output(fmt: ModelFormat, modes: list[RewriteMode], out: Path,
                            "use .pt/.pth")
     if suffix in CHECKPOINT_SUFFIXES and fmt is ModelFormat.SAFETENSORS:
         raise BncheckError(f"-o {out}: a .safetensors input is written back as .safetensors")
+
+
+def _check_keras_output(out: Path, suffix: str, keep_dropout: bool) -> None:
+    if suffix not in (".onnx", ".keras"):
+        raise BncheckError(f"-o {out}: a Keras model is written as .keras or .onnx")
+    if keep_dropout:
+        raise BncheckError(f"-o {out}: --keep-dropout is for torch and ONNX models; a Keras "
+                           "model's Dropout layers are yours to call with training=True")
 
 
 def parse_modes(text: str) -> list[RewriteMode]:

@@ -124,14 +124,17 @@ def _recalibrate(model: nn.Module, stats: PopulationStats | None) -> list[str]:
         if stats is None or name not in stats:
             notes.append(f"{name}: no sample statistics reached this layer; kept its running stats")
             continue
-        # torch stores the unbiased variance in running_var.
-        mean, var_unbiased = stats[name].mean, stats[name].var_unbiased
+        # torch stores the unbiased variance in running_var; a layer that says otherwise (a
+        # Keras BatchNormalization) the biased one.
+        unbiased = bool(getattr(m, "unbiased_running_var", True))
+        mean = stats[name].mean
+        var = stats[name].var_unbiased if unbiased else stats[name].var
         assert mean is not None
         rm, rv = _required(m, "running_mean"), _required(m, "running_var")
         old = rm.detach().double().cpu().numpy()
         with torch.no_grad():
             rm.copy_(torch.from_numpy(mean))
-            rv.copy_(torch.from_numpy(var_unbiased))
+            rv.copy_(torch.from_numpy(var))
         notes.append(f"{name}: running stats re-estimated (max |mean shift| "
                      f"{float(np.abs(mean - old).max()):.3g})")
     return notes

@@ -1,0 +1,1 @@
+"""The Keras backend: Keras 3 models run on Keras' torch backend, tapped like torch modules."""

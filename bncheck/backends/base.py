@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bncheck.backends.detect import detect_format
-from bncheck.core.formats import KERAS_FORMATS, ModelFormat
+from bncheck.core.formats import KERAS_FORMATS, TF_FORMATS, ModelFormat
 from bncheck.core.model import Model
 from bncheck.core.options import Device
 from bncheck.errors import BncheckError
@@ -23,6 +23,13 @@ def load_model(path: Path, *, allow_pickle: bool = False, arch: str | None = Non
         from bncheck.backends.onnxrt.model import OnnxModel
 
         return OnnxModel.load(path, device=device)
+    if fmt in TF_FORMATS:
+        if arch is not None:
+            raise BncheckError(f"--arch applies to weights without a graph; {path} is a "
+                               "TensorFlow graph")
+        from bncheck.backends.tensorflow.model import TensorFlowModel
+
+        return TensorFlowModel.load(path, device=device)
     if fmt in KERAS_FORMATS:
         from bncheck.backends.keras.load import load_keras_file
         from bncheck.backends.keras.model import KerasModel

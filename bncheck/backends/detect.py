@@ -18,9 +18,17 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 def detect_format(path: Path) -> ModelFormat:
     """Return the format of ``path`` judged by content, or raise a BncheckError saying why not."""
     if not exists(path, "model"):
+        if path.with_name(path.name + ".index").exists():
+            return ModelFormat.TF_CHECKPOINT  # a TF1 checkpoint named by its prefix
         raise BncheckError(f"{shown(path)}: no such file")
     if path.is_dir():
-        raise BncheckError(f"{path} is a folder; give a model file (.onnx, .pt, .pt2, .safetensors)")
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return ModelFormat.TF_SAVED_MODEL
+        raise BncheckError(f"{path} is a folder but not a TensorFlow SavedModel (no "
+                           "saved_model.pb); give a model file (.onnx, .pt, .pt2, .safetensors, "
+                           ".keras, .h5, .pb) or a SavedModel folder")
+    if path.suffix in (".meta", ".index"):
+        return ModelFormat.TF_CHECKPOINT
     size = path.stat().st_size
     if size == 0:
         raise BncheckError(f"{path} is empty (0 bytes); check that it was written completely")
@@ -36,9 +44,12 @@ def detect_format(path: Path) -> ModelFormat:
         return ModelFormat.SAFETENSORS
     if _looks_onnx(head) or path.suffix.lower() == ".onnx":
         return ModelFormat.ONNX
+    if path.suffix.lower() == ".pb":
+        return ModelFormat.TF_GRAPH
     raise BncheckError(
         f"{path} is not a model bncheck can read (expected ONNX, TorchScript, torch.export .pt2, "
-        "a torch.save checkpoint, .safetensors, .keras or Keras .h5)"
+        "a torch.save checkpoint, .safetensors, .keras, Keras .h5, a TensorFlow .pb, SavedModel or "
+        "checkpoint)"
     )
 
 

@@ -70,7 +70,13 @@ def _check_layer(layer: NormLayer) -> list[Finding]:
         out.append(Finding(name, Severity.INFO, "instance-norm-running-stats",
                            "InstanceNorm tracks running stats: in eval mode it uses them instead of "
                            "per-sample statistics"))
-    if layer.training_mode:
+    if layer.training_mode and dict(layer.options).get("is_training"):
+        out.append(Finding(name, Severity.INFO, "training-mode",
+                           "TensorFlow runs it with is_training=True at inference: it normalizes "
+                           "with the statistics of the batch it is given, so outputs depend on the "
+                           "batch, and at batch size 1 it is instance normalization; its moving "
+                           "averages are not used (compare measures them against that)"))
+    elif layer.training_mode:
         out.append(Finding(name, Severity.INFO, "training-mode",
                            "BatchNormalization has training_mode=1: the graph normalizes with batch "
                            "statistics at inference already, so its outputs depend on the batch; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bncheck.core.formats import KERAS_FORMATS, ModelFormat
+from bncheck.core.formats import KERAS_FORMATS, TF_FORMATS, ModelFormat
 from bncheck.core.options import USER_MODES, RewriteMode
 from bncheck.errors import BncheckError
 
@@ -32,6 +32,9 @@ def check_output(fmt: ModelFormat, modes: list[RewriteMode], out: Path,
         return
     if fmt is ModelFormat.ONNX:
         raise BncheckError(f"-o {out}: an ONNX input can only be written as .onnx")
+    if fmt in TF_FORMATS:
+        raise BncheckError(f"-o {out}: a TensorFlow graph is rewritten as its ONNX form; "
+                           "write .onnx")
     if fmt is ModelFormat.TORCHSCRIPT:
         raise BncheckError(f"-o {out}: TorchScript is rewritten through ONNX; write .onnx, or "
                            "rewrite the state_dict with --arch to get .pt2/.pt")

@@ -1,0 +1,1 @@
+"""TensorFlow graphs: converted to ONNX in memory with tf2onnx, then the ONNX backend's."""

@@ -1,0 +1,128 @@
+"""A frozen TensorFlow graph as ONNX, with every FusedBatchNorm kept a BatchNormalization.
+
+tf2onnx's back-to-back optimizer folds a BatchNormalization into the convolution before it, and
+a FusedBatchNorm with ``is_training=True`` becomes reduce ops around a statistics-free BN; either
+way bncheck would see no normalization layer. So the training-mode ops are first switched to
+inference (their moving statistics as the mean and variance), the folding optimizer is left out,
+and each BN's parameters are renamed after the TensorFlow op, so findings name the user's layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bncheck.backends.onnxrt.graph import EXPORT_OPSET
+from bncheck.backends.tensorflow.graphs import FrozenGraph
+from bncheck.errors import BncheckError
+
+_FUSED = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+_FOLDS_BN = "remove_back_to_back"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """The ONNX model and what the TensorFlow graph did that the ONNX form does not show."""
+
+    proto: Any
+    training: frozenset[str]  # layers the graph ran with is_training=True
+    tf_norms: int  # FusedBatchNorm ops in the TensorFlow graph
+
+
+def layer_of(op_name: str) -> str:
+    """The user's layer for a FusedBatchNorm op: "enc2/batchnorm/FusedBatchNormV3" -> its scope."""
+    scope, _, last = op_name.rpartition("/")
+    return scope if scope and last.startswith("FusedBatchNorm") else op_name
+
+
+def to_onnx(tf: Any, frozen: FrozenGraph) -> Converted:
+    """Convert ``frozen``; BncheckError when tf2onnx cannot."""
+    from tf2onnx import optimizer, tfonnx
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.CopyFrom(frozen.graph_def)
+    training = _to_inference(graph_def)
+    norms = [n.name for n in graph_def.node if n.op in _FUSED]
+    try:
+        with tf.Graph().as_default() as graph:
+            tf.import_graph_def(graph_def, name="")
+            onnx_graph = tfonnx.process_tf_graph(tf_graph=graph, input_names=frozen.inputs,
+                                                 output_names=frozen.outputs, opset=EXPORT_OPSET)
+        passes = {k: v for k, v in optimizer._get_optimizers().items() if k != _FOLDS_BN}
+        onnx_graph = optimizer.optimize_graph(onnx_graph, optimizers=passes)
+        proto = onnx_graph.make_model("bncheck: converted by tf2onnx")
+    except Exception as e:  # tf2onnx raises many types for ops it does not support
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise BncheckError(f"tf2onnx cannot convert this graph ({first})") from e
+    _name_parameters(proto, set(norms), training)
+    return Converted(proto, frozenset(layer_of(n) for n in training), len(norms))
+
+
+def _to_inference(graph_def: Any) -> dict[str, float | None]:
+    """Switch each training-mode FusedBatchNorm to inference; returns them with their torch
+    momentum (from ``exponential_avg_factor``, None where the graph does not say)."""
+    consts = {n.name: n for n in graph_def.node if n.op == "Const"}
+    out: dict[str, float | None] = {}
+    for node in graph_def.node:
+        if node.op not in _FUSED or not node.attr["is_training"].b:
+            continue
+        node.attr["is_training"].b = False
+        factor = node.attr["exponential_avg_factor"].f if "exponential_avg_factor" in node.attr \
+            else 1.0
+        out[node.name] = factor if 0.0 < factor < 1.0 else None
+        # TF1's batch_norm passes empty mean/variance in training; the moving averages are
+        # variables beside the op ("scope/moving_mean"), updated by separate assign ops.
+        for slot, stat in ((3, "moving_mean"), (4, "moving_variance")):
+            source = consts.get(node.input[slot].split(":")[0])
+            if source is None or not _is_empty(source):
+                continue  # the statistics themselves (a constant, or read from a variable)
+            moving = consts.get(f"{layer_of(node.name)}/{stat}")
+            if moving is None:
+                raise BncheckError(f"{layer_of(node.name)}: runs with is_training=True and the "
+                                   f"graph holds no {stat} for it; freeze the graph with its "
+                                   "moving averages")
+            node.input[slot] = moving.name
+    return out
+
+
+def _is_empty(const: Any) -> bool:
+    return any(d.size == 0 for d in const.attr["value"].tensor.tensor_shape.dim)
+
+
+def _name_parameters(proto: Any, norms: set[str], training: dict[str, float | None]) -> None:
+    """Name each BN's parameters after its TensorFlow layer ("enc2/batchnorm.running_mean"),
+    as the ONNX backend reads names, and give it the momentum the graph trained with."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    by_output: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.op_type != "BatchNormalization":
+            continue
+        source = next((n for n in norms if node.name == n or node.name.startswith(n)), None)
+        if source is None:
+            continue
+        layer = layer_of(source)
+        for slot, suffix in enumerate((".weight", ".bias", ".running_mean", ".running_var"), 1):
+            old = node.input[slot]
+            if old not in inits:
+                continue
+            new = layer + suffix
+            if new not in by_output:
+                copy = numpy_helper.from_array(np.array(numpy_helper.to_array(inits[old])), new)
+                proto.graph.initializer.append(copy)
+                by_output[new] = old
+            node.input[slot] = new
+        momentum = training.get(source)
+        if momentum is not None:
+            kept = [a for a in node.attribute if a.name != "momentum"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, helper.make_attribute("momentum", 1.0 - momentum)])
+    used = {i for n in proto.graph.node for i in n.input}
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    onnx.checker.check_model(proto)

@@ -25,6 +25,8 @@ lint: $(STAMP)
 
 fixtures: $(STAMP)
 	$(BIN)/python fixtures/make_fixtures.py
+	$(BIN)/python fixtures/make_keras_fixtures.py
+	$(BIN)/python fixtures/make_tf_fixtures.py
 
 demo: $(STAMP)
 	BIN=$(BIN) bash fixtures/demo.sh

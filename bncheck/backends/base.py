@@ -31,6 +31,9 @@ def load_model(path: Path, *, allow_pickle: bool = False, arch: str | None = Non
 
         return TensorFlowModel.load(path, device=device)
     if fmt in KERAS_FORMATS:
+        if device is Device.CUDA:
+            raise BncheckError(f"--device cuda: bncheck runs Keras models on the CPU; drop "
+                               f"--device, or export {path.name} to ONNX to run it on a GPU")
         from bncheck.backends.keras.load import load_keras_file
         from bncheck.backends.keras.model import KerasModel
 

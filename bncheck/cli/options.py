@@ -12,22 +12,27 @@ from bncheck.core.options import Device, FailOn, OutputFormat
 ModelArg = Annotated[Path, typer.Argument(
     metavar="MODEL",
     help="Model file: .onnx, TorchScript, torch.export .pt2, state_dict/checkpoint (.pt/.pth), "
-         ".safetensors, or a pickled nn.Module (with --allow-pickle).",
+         ".safetensors, a pickled nn.Module (with --allow-pickle); Keras .keras or .h5 "
+         "(bncheck[keras]); a TensorFlow SavedModel folder, frozen .pb or TF1 checkpoint with "
+         "its .meta (bncheck[tensorflow]).",
     show_default=False)]
 ArchOpt = Annotated[str | None, typer.Option(
     "--arch", metavar="MOD:FN",
-    help="Build the architecture for a bare state_dict with package.module:factory "
-         "(the current directory is importable).")]
+    help="Build the architecture for a bare state_dict (or a Keras weights .h5, or a Keras "
+         "model with custom layers) with package.module:factory (the current directory is "
+         "importable).")]
 AllowPickleOpt = Annotated[bool, typer.Option(
-    "--allow-pickle", help="Allow loading a fully pickled model. Unpickling runs code from the "
-                           "file: only for files you trust.")]
+    "--allow-pickle", help="Allow loading a fully pickled model, or a Keras model with a Lambda "
+                           "layer (Keras' safe_mode off). Either runs code from the file: only "
+                           "for files you trust.")]
 FormatOpt = Annotated[OutputFormat, typer.Option(
     "--format", help="text for people, json for machines (one document on stdout).")]
 FailOnOpt = Annotated[FailOn, typer.Option(
     "--fail-on", help="Exit 1 when a finding is at or above this severity; 'mismatch' exits 1 "
                       "only for compare's mismatch verdict (not for inconclusive).")]
 DeviceOpt = Annotated[Device, typer.Option(
-    "--device", help="Where torch models run (ONNX uses the CUDA provider when present).")]
+    "--device", help="Where torch models run (ONNX uses the CUDA provider when present; Keras "
+                     "and TensorFlow models run on the CPU).")]
 DataOpt = Annotated[Path, typer.Option(
     "--data", metavar="PATH", show_default=False,
     help="Sample inputs: .npy, .npz (one array per input name), a torch.save'd tensor, a "
@@ -53,7 +58,8 @@ TrainBatchOpt = Annotated[int | None, typer.Option(
     "--train-batch-size", min=1,
     help="Batch size the model was trained with (default: estimated from running_var).")]
 InputShapeOpt = Annotated[str | None, typer.Option(
-    "--input-shape", metavar="C,H,W", help="Per-sample input shape, where the model does not "
+    "--input-shape", metavar="C,H,W", help="Per-sample input shape in the model's layout (H,W,C "
+                                           "for Keras and TensorFlow), where it does not "
                                            "declare one (a state_dict with --arch); also sizes "
                                            "generated verification inputs without --data.")]
 LabelsOpt = Annotated[Path | None, typer.Option(

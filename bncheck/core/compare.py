@@ -135,8 +135,9 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         notes.append(f"the model has {len(dropout)} Dropout layer(s) ({', '.join(dropout[:3])}"
                      f"{', ...' if len(dropout) > 3 else ''}): the reference, every candidate "
                      "and the written models run them off, as eval mode does; a model that "
-                     "relies on test-time dropout for varied outputs (pix2pix) needs rewrite "
-                     "--keep-dropout")
+                     "relies on test-time dropout for varied outputs (pix2pix) needs "
+                     + ("its Dropout layers called with training=True" if model.backend == "keras"
+                        else "rewrite --keep-dropout"))
     shift = input_shift(layers[order[0]], eval_taps.acc[order[0]], plan.train.value)
     expectation = None
     if shift is not None:

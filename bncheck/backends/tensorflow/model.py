@@ -24,8 +24,8 @@ class TensorFlowModel(OnnxModel):
     """The ONNX form of a TensorFlow graph; its images are channels-last, as TensorFlow's are."""
 
     def __init__(self, proto: object, path: Path, fmt: ModelFormat, training: frozenset[str],
-                 notes: tuple[str, ...]) -> None:
-        super().__init__(proto, path, Device.CPU, fmt=fmt, notes=notes)  # type: ignore[arg-type]
+                 notes: tuple[str, ...], device: Device = Device.CPU) -> None:
+        super().__init__(proto, path, device, fmt=fmt, notes=notes)  # type: ignore[arg-type]
         self.training = training
 
     @classmethod
@@ -39,7 +39,7 @@ class TensorFlowModel(OnnxModel):
         notes: tuple[str, ...] = ()
         if converted.training:
             notes = (TRAINING_NOTE.format(n=len(converted.training)),)
-        model = cls(converted.proto, path, fmt, converted.training, notes)
+        model = cls(converted.proto, path, fmt, converted.training, notes, device)
         kept = sum(1 for layer in model.layers() if layer.kind == "BatchNormalization")
         if kept != converted.tf_norms:
             model.notes = (*model.notes, f"the TensorFlow graph has {converted.tf_norms} "

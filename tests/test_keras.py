@@ -226,7 +226,7 @@ def test_lambda_layer_is_refused_without_allow_pickle(tmp_path: Path) -> None:
     import base64
     import marshal
 
-    code = compile(f"open({str(marker)!r}, 'w').write('ran')", "<x>", "exec")
+    code = eval(f"lambda t: (open({str(marker)!r}, 'w').write('ran'), t)[1]").__code__
     lam["config"]["function"]["config"]["code"] = base64.b64encode(marshal.dumps(code)).decode()
     files["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(path, "w") as z:
@@ -236,6 +236,8 @@ def test_lambda_layer_is_refused_without_allow_pickle(tmp_path: Path) -> None:
     r = cli("inspect", path)
     assert r.code == 2 and "--allow-pickle" in r.err and "Traceback" not in r.err
     assert not marker.exists() and path.read_bytes() == before
+    # The payload is live: with the switch, Keras runs it while it rebuilds the model.
+    assert cli("inspect", path, "--allow-pickle").code == 0 and marker.exists()
 
 
 def test_custom_layer_is_named(tmp_path: Path) -> None:
@@ -288,3 +290,14 @@ def test_missing_extra_is_one_sentence(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "bncheck[keras]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_synchronized_is_reported_and_computes_as_plain_batch_norm() -> None:
+    model = _one_bn(synchronized=True)
+    (layer,) = bncheck.inspect(model).layers
+    assert dict(layer.options)["synchronized"] is True
+    # One process: the cross-replica statistics are this batch's own.
+    x = np.random.default_rng(4).normal(size=(4, 5, 3, 4)).astype(np.float32)
+    with torch.no_grad():
+        got = keras_net(model)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, _numpy(model(x)), rtol=1e-5, atol=1e-6)

@@ -408,6 +408,76 @@ def _pt2_use_pickle(folder: Path) -> list[str]:
     return ["inspect", str(path)]
 
 
+def _keras_truncated(folder: Path) -> list[str]:
+    data = (MODELS / "keras_unet_bs1.keras").read_bytes()
+    path = folder / "cut.keras"
+    path.write_bytes(data[: len(data) // 2])
+    return ["inspect", str(path)]
+
+
+def _h5_missing_weights(folder: Path) -> list[str]:
+    import h5py
+
+    path = _copy("keras_unet_bs1.h5", folder)
+    with h5py.File(path, "a") as f:
+        del f["model_weights"]["enc2_bn"]
+    return ["compare", str(path), "--data", str(_copy("keras_unet_inputs.npy", folder))]
+
+
+def _keras_lambda(folder: Path) -> list[str]:
+    """A .keras whose Lambda layer's code would write the marker when deserialized."""
+    import base64
+    import marshal
+    import zipfile
+
+    import keras
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.BatchNormalization()(keras.layers.Lambda(
+        lambda t: t * 2)(inp)))
+    path = folder / "lambda.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(files["config.json"])
+    lam = next(c for c in config["config"]["layers"] if c["class_name"] == "Lambda")
+    # A one-argument function, as a Lambda's is: with --allow-pickle it would run, and load.
+    code = eval(f"lambda t: (open({str(folder / 'pwned')!r}, 'w').write('ran'), t)[1]").__code__
+    lam["config"]["function"]["config"]["code"] = base64.b64encode(marshal.dumps(code)).decode()
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return ["inspect", str(path)]
+
+
+def _tf_no_signature(folder: Path) -> list[str]:
+    import tensorflow as tf
+
+    saved = folder / "nosig"
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+        tf.identity(x * 2.0, name="y")
+        builder = tf.compat.v1.saved_model.Builder(str(saved))
+        builder.add_meta_graph_and_variables(sess, [tf.compat.v1.saved_model.SERVING])
+        builder.save()
+    return ["inspect", str(saved)]
+
+
+def _tf_pb_not_a_graph(folder: Path) -> list[str]:
+    path = folder / "random.pb"
+    path.write_bytes(np.random.default_rng(5).bytes(4096))
+    return ["inspect", str(path)]
+
+
+def _tf_checkpoint_without_meta(folder: Path) -> list[str]:
+    for f in (MODELS / "tf_pix2pix_ckpt").iterdir():
+        if f.suffix != ".meta":
+            shutil.copyfile(f, folder / f.name)
+    return ["compare", str(folder / "model.ckpt"), "--data",
+            str(_copy("keras_unet_inputs.npy", folder))]
+
+
 NAMED: list[Case] = [
     Case("onnx-bn-scale-too-short", _onnx_edit("digits.onnx", _short_scale)),
     Case("onnx-bn-string-var", _onnx_edit("digits.onnx", _string_var)),
@@ -477,6 +547,12 @@ NAMED: list[Case] = [
     Case("cli-std-nan", _cli(lambda f: [
         "compare", str(_copy("digits.pt2", f)), "--data", str(DATA / "digits_png"),
         "--std", "nan"])),
+    Case("keras-truncated-zip", _keras_truncated),
+    Case("keras-h5-missing-weights", _h5_missing_weights),
+    Case("keras-lambda-writes-marker", _keras_lambda),
+    Case("tf-savedmodel-no-signature", _tf_no_signature),
+    Case("tf-pb-not-a-graph", _tf_pb_not_a_graph),
+    Case("tf-checkpoint-without-meta", _tf_checkpoint_without_meta),
 ]
 
 _SOURCES = ["digits.onnx", "pix_bs1.onnx", "digits.pth", "digits.full.pt", "digits.pt2",

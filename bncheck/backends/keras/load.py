@@ -24,7 +24,7 @@ def load_keras_file(path: Path, *, allow_pickle: bool, arch: str | None) -> Any:
             warnings.simplefilter("ignore")
             model = keras.saving.load_model(str(path), compile=False, safe_mode=not allow_pickle)
     except Exception as e:  # Keras raises ValueError, TypeError, OSError, KeyError and more
-        raise _load_error(path, e) from e
+        raise _load_error(path, e, allow_pickle) from e
     if not hasattr(model, "layers"):
         raise BncheckError(f"{path} holds a {type(model).__name__}, not a Keras model")
     return model
@@ -43,9 +43,9 @@ def _weights_into(keras: Any, arch: str, path: Path) -> Any:
     return model
 
 
-def _load_error(path: Path, e: Exception) -> BncheckError:
+def _load_error(path: Path, e: Exception, allow_pickle: bool) -> BncheckError:
     text = str(e)
-    if "safe_mode" in text or "Lambda" in text:
+    if not allow_pickle and ("safe_mode" in text or "Lambda" in text):
         return BncheckError(
             f"{path} holds code (a Lambda layer or a pickled function) that runs when it is loaded; "
             "bncheck loads Keras models in safe mode. If you trust the file, pass --allow-pickle")

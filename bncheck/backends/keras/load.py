@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 import warnings
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +24,56 @@ def load_keras_file(path: Path, *, allow_pickle: bool, arch: str | None) -> Any:
     if arch is not None:
         return _weights_into(keras, arch, path)
     try:
-        with warnings.catch_warnings(), without_tensorflow():
-            warnings.simplefilter("ignore")
-            model = keras.saving.load_model(str(path), compile=False, safe_mode=not allow_pickle)
+        model = read_model(keras, path, safe_mode=not allow_pickle)
     except Exception as e:  # Keras raises ValueError, TypeError, OSError, KeyError and more
         raise _load_error(path, e, allow_pickle) from e
     if not hasattr(model, "layers"):
         raise BncheckError(f"{path} holds a {type(model).__name__}, not a Keras model")
     return model
+
+
+def read_model(keras: Any, path: Path, *, safe_mode: bool) -> Any:
+    """``keras.saving.load_model``, also for BatchNormalization(synchronized=True).
+
+    Keras builds a synchronized BN only on its TensorFlow backend. In one process it computes
+    what a plain BN does, so such a layer is loaded as one and keeps ``synchronized`` set, for
+    the report and for writing the model back.
+    """
+    synchronized: set[str] = set()
+    with warnings.catch_warnings(), without_tensorflow(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        source = path
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                members = {n: z.read(n) for n in z.namelist()}
+            config = json.loads(members.get("config.json", b"{}"))
+            synchronized = {c["name"] for c in _sync_batch_norms(config)}
+            if synchronized:
+                members["config.json"] = json.dumps(config).encode()
+                source = Path(tmp) / path.name
+                with zipfile.ZipFile(source, "w") as z:
+                    for name, data in members.items():
+                        z.writestr(name, data)
+        model = keras.saving.load_model(str(source), compile=False, safe_mode=safe_mode)
+    for layer in model._flatten_layers(include_self=False):
+        if layer.name in synchronized:
+            layer.synchronized = True
+    return model
+
+
+def _sync_batch_norms(node: Any) -> Iterator[dict[str, Any]]:
+    """Each synchronized BatchNormalization's config in a saved model's, switched off."""
+    if isinstance(node, dict):
+        inner = node.get("config")
+        if node.get("class_name") == "BatchNormalization" and isinstance(inner, dict) \
+                and inner.get("synchronized"):
+            inner["synchronized"] = False
+            yield inner
+        for value in node.values():
+            yield from _sync_batch_norms(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _sync_batch_norms(value)
 
 
 def _weights_into(keras: Any, arch: str, path: Path) -> Any:

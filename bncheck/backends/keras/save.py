@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from bncheck.backends.keras.build import walk
+from bncheck.backends.keras.load import read_model
 from bncheck.backends.keras.net import KerasBatchNorm, KerasNet
 from bncheck.backends.keras.runtime import import_keras, without_tensorflow
 from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
@@ -56,7 +57,7 @@ def _copy(keras: Any, model: Any) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "copy.keras"
         model.save(str(path))
-        return keras.saving.load_model(str(path), compile=False, safe_mode=False)
+        return read_model(keras, path, safe_mode=False)
 
 
 def _vec(t: torch.Tensor | None, channels: int, fill: float) -> np.ndarray:

@@ -202,11 +202,12 @@ def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
             limit: int | None = None, labels: Any = None, targets: Any = None,
             image: ImageOptions | None = None, input_shape: tuple[int, ...] | None = None,
             arch: str | None = None, allow_pickle: bool = False, workers: int = 0,
-            progress: Progress | None = None) -> Comparison:
+            progress: Progress | None = None, converge: bool = True) -> Comparison:
     """Does eval mode behave as ``model`` did in training, on ``data``; what fixes it.
 
     ``labels`` (class ids) or ``targets`` (expected outputs), as arrays or files, add the task
-    metric, and a fix that lowers it is never recommended.
+    metric, and a fix that lowers it is never recommended. ``converge=False`` gathers the layer
+    statistics over every sample instead of stopping once they have converged.
     """
     from bncheck.core.compare import compare as measure
 
@@ -220,7 +221,8 @@ def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
         image_norm = (image.mean, image.std)
     measured = measure(runnable, src, batch_size=batch_size, train_batch_size=train_batch_size,
                        truth=truth, image_norm=image_norm, progress=progress,
-                       collective=collective(device), loader=loader(src, workers))
+                       collective=collective(device), loader=loader(src, workers),
+                       converge=converge)
     verdict = decide(measured)
     findings = sort_findings(inspection.findings + compare_findings(measured, verdict))
     return Comparison(inspection, measured, verdict, tuple(findings))

@@ -17,7 +17,7 @@ import numpy as np
 from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource
 from bncheck.core.collective import Collective
 from bncheck.core.data import SampleSource
-from bncheck.core.diagnosis import LayerDivergence, divergence
+from bncheck.core.diagnosis import KL_ERROR, KL_WARN, LayerDivergence, divergence
 from bncheck.core.discrepancy import Discrepancy, Distance
 from bncheck.core.layers import NormLayer
 from bncheck.core.metrics import Truth
@@ -26,7 +26,14 @@ from bncheck.core.moments import Moments
 from bncheck.core.noise import noise_floor
 from bncheck.core.options import RewriteMode
 from bncheck.core.progress import NoProgress, Progress
-from bncheck.core.reference import given_batch, plan_reference, running_means, training_batch
+from bncheck.core.convergence import Converged
+from bncheck.core.reference import (
+    SHUFFLE_SEED,
+    given_batch,
+    plan_reference,
+    running_means,
+    training_batch,
+)
 from bncheck.core.rounding import half_rounding, is_half
 from bncheck.core.runner import Loader, Runner, serial_loader
 from bncheck.core.shift import InputExpectation, ShiftEvidence, input_shift, probe_preprocessing
@@ -66,17 +73,22 @@ class Measurements:
     expectation: InputExpectation | None = None
     # A half-precision model: how far one rounding step of its inputs moves the reference.
     half_rounding: float | None = None
+    # Samples whose layer statistics each pass gathered ("eval", "reference"): all of them
+    # unless the taps converged first (core/convergence.py).
+    tapped: Mapping[str, int] = field(default_factory=dict)
 
 
 def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_size: int | None,
             truth: Truth | None = None,
             image_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
             progress: Progress | None = None, collective: Collective | None = None,
-            loader: Loader = serial_loader) -> Measurements:
+            loader: Loader = serial_loader, converge: bool = True) -> Measurements:
     """Measure eval mode and every candidate against the reference on ``src``.
 
     ``truth`` adds the task metric of each run; ``image_norm`` is the (mean, std) an image folder
-    was normalized with, so a preprocessing fix can be given as --mean/--std.
+    was normalized with, so a preprocessing fix can be given as --mean/--std. With ``converge``
+    the taps of the eval and reference passes may end once their statistics have converged
+    (``core/convergence.py``); ``converge=False`` taps every sample.
     """
     progress = progress or NoProgress()
     layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
@@ -89,25 +101,72 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     runner = Runner(src, progress, collective, loader)
     # The spread around the running means serves only the batch-size estimate.
     eval_taps = TapCollector(running_means(layers) if train_batch_size is None else None)
-    eval_store = runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
-                            on_tap=eval_taps)
+    # Eval mode treats each sample alone, so its pass may take the reference's shuffled order:
+    # the samples tapped before its taps end are then a random subset of the data.
+    shuffled = np.random.default_rng(SHUFFLE_SEED).permutation(n)
+
+    def estimate(taps: TapCollector, tapped: int) -> BatchSizeEstimate:
+        return given_batch(train_batch_size) if train_batch_size is not None \
+            else training_batch(taps, layers, tapped, taps.shapes)
+
+    def eval_decisions(taps: TapCollector, tapped: int) -> object:
+        train = estimate(taps, tapped)
+        first = taps.order[0]
+        shift = input_shift(layers[first], taps.acc[first], train.value)
+        return train.value, train.source, train.low, train.high, shift is None
+
+    eval_rule = Converged(layers, batch_size,
+                          lambda taps, tapped: plan_reference(estimate(taps, tapped), n,
+                                                              model.max_batch).batch,
+                          eval_decisions) if converge else None
+    eval_store = runner.run(model, "eval", batch_size, shuffled, taps=list(layers),
+                            on_tap=eval_taps, tap_rule=eval_rule)
     order = eval_taps.order
     spatial = {name: eval_taps.acc[name].spatial > 1 for name in order}
     shapes = eval_taps.shapes
-    train = given_batch(train_batch_size) if train_batch_size is not None \
-        else training_batch(eval_taps, layers, n, shapes)
+    eval_tapped = _tapped(eval_rule, batch_size, n)
+    train = estimate(eval_taps, eval_tapped)
     plan = plan_reference(train, n, model.max_batch)
     b, used = plan.batch, plan.used
     notes = [*model.notes, *plan.notes]
 
+    def ref_decisions(taps: TapCollector, _tapped: int) -> object:
+        # Each layer's finding severity (the stats-divergence levels of the verdict).
+        kls = [divergence(layers[k], taps.acc[k], b).kl for k in taps.order if k in layers]
+        return tuple((kl >= KL_WARN, kl >= KL_ERROR) for kl in kls)
+
     ref_model = model.apply(RewriteMode.REFERENCE, shapes=shapes).model
     ref_taps = TapCollector()
-    ref = runner.run(ref_model, "reference", b, used, taps=list(layers), on_tap=ref_taps)
+    ref_rule = Converged(layers, b, lambda *_: b, ref_decisions) if converge else None
+    ref = runner.run(ref_model, "reference", b, used, taps=list(layers), on_tap=ref_taps,
+                     tap_rule=ref_rule)
+    ref_tapped = _tapped(ref_rule, b, used.size)
     dist = Distance(ref, used)
     cands: dict[str, Discrepancy] = {"eval": dist.discrepancy("eval", batch_size, eval_store)}
     metrics = {} if truth is None else {"eval": truth.score(eval_store, used)}
     eval_store.close()
-    noise = noise_floor(runner, ref_model, dist, b, cands["eval"].mean, notes)
+    noise, settled = noise_floor(runner, ref_model, dist, b, cands["eval"].mean, notes)
+    if not settled and (eval_tapped < n or ref_tapped < used.size):
+        # A mismatch, a close call or a noisy reference keeps every tap, as the noise floor
+        # keeps its whole pass: the rest of each pass runs again, tapped, outputs not kept.
+        if eval_tapped < n:
+            runner.run(model, "eval (taps)", batch_size, shuffled[eval_tapped:],
+                       taps=list(layers), on_tap=eval_taps, keep_outputs=False)
+            if estimate(eval_taps, n) != train:
+                ref.close()
+                return compare(model, src, batch_size=batch_size,
+                               train_batch_size=train_batch_size, truth=truth,
+                               image_norm=image_norm, progress=progress,
+                               collective=collective, loader=loader, converge=False)
+            eval_tapped = n
+        if ref_tapped < used.size:
+            runner.run(ref_model, "reference (taps)", b, used[ref_tapped:], taps=list(layers),
+                       on_tap=ref_taps, keep_outputs=False)
+            ref_tapped = used.size
+    if eval_tapped < n or ref_tapped < used.size:
+        notes.append(f"layer statistics converged on {eval_tapped} of {n} samples in eval mode "
+                     f"and {ref_tapped} of {used.size} in the reference; the rest ran untapped "
+                     "(docs/design.md, \"Cost\")")
     rounding = half_rounding(ref_model, src.load(used[:b])) if is_half(model) else None
     tol = tolerance_for(noise.mean)
     if tol > MAX_TOLERANCE:
@@ -146,7 +205,15 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         runner.passes += 3
     return Measurements(n, used.size, batch_size, plan.train, noise, cands, reports,
                         runner.passes, tuple(notes), plan.batches, model.precision, truth,
-                        metrics, shift, expectation, rounding)
+                        metrics, shift, expectation, rounding,
+                        {"eval": eval_tapped, "reference": ref_tapped})
+
+
+def _tapped(rule: Converged | None, batch_size: int, total: int) -> int:
+    """Samples a pass tapped: all, or those before its rule ended the taps."""
+    if rule is None or rule.stopped_at is None:
+        return total
+    return min(total, rule.stopped_at * batch_size)
 
 
 def _candidates(runner: Runner, model: Model, dist: Distance, population: dict[str, Moments],

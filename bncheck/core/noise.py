@@ -70,14 +70,16 @@ def _t999(dof: int) -> float:
 
 
 def noise_floor(runner: Runner, ref_model: Model, dist: Distance, batch_size: int,
-                eval_mean: float, notes: list[str]) -> Discrepancy:
-    """The reference re-batched by another seeded shuffle, measured against the reference.
+                eval_mean: float, notes: list[str]) -> tuple[Discrepancy, bool]:
+    """The reference re-batched by another seeded shuffle, measured against the reference, and
+    whether its pass stopped early because the batches seen settle a healthy verdict.
 
     A pass that stopped early says so in ``notes`` (the report's) and in its own notes.
     """
     if batch_size == 1:
         return Discrepancy("noise-floor", 1, 0.0, 0.0, 0.0, None,
-                           ("at batch size 1 the reference does not depend on batch composition",))
+                           ("at batch size 1 the reference does not depend on batch composition",)
+                           ), False
     # Another seeded shuffle of the same samples: each meets other batch-mates.
     order = np.random.default_rng(SHUFFLE_SEED + 1).permutation(dist.used)
     rule = _Settled(dist, eval_mean)
@@ -91,4 +93,4 @@ def noise_floor(runner: Runner, ref_model: Model, dist: Distance, batch_size: in
         notes.append(note)
         d = dist.discrepancy("noise-floor", batch_size, rebatched, seen, (note,))
     rebatched.close()
-    return d
+    return d, rule.stopped_at is not None

@@ -53,7 +53,8 @@ class Comparison:
         doc["task_metric"] = None if c.truth is None else {
             "kind": c.truth.kind.value, "file": str(c.truth.path), "values": dict(c.metrics)}
         doc["samples"] = {"total": c.n_samples, "used": c.n_used, "batch_size": c.batch_size,
-                          "shuffle_seed": SHUFFLE_SEED, "reference_batches": c.reference_batches}
+                          "shuffle_seed": SHUFFLE_SEED, "reference_batches": c.reference_batches,
+                          "tapped": dict(c.tapped)}
         doc["train_batch_size"] = c.train_batch.to_json()
         doc["noise_floor"] = None if c.noise_floor is None else c.noise_floor.to_json()
         doc["candidates"] = {k: d.to_json() for k, d in c.candidates.items()}

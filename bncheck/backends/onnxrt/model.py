@@ -214,7 +214,8 @@ class OnnxModel:
         # Shape inference over the whole graph costs more than the pass itself; skip it when a
         # tapped run has shown every BN input's shape.
         static = {} if norm_inputs <= known.keys() else static_shapes(base)
-        proto, notes = apply_pass(base, mode, {**static, **known}, stats)
+        on_cpu = _providers(self.device)[0] == "CPUExecutionProvider"
+        proto, notes = apply_pass(base, mode, {**static, **known}, stats, training_nodes=on_cpu)
         if opset(base) != opset(self.proto):
             notes.append(f"opset {opset(self.proto)} converted to {opset(base)}: older "
                          "BatchNormalization semantics differ")

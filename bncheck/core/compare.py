@@ -16,6 +16,7 @@ import numpy as np
 
 from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource
 from bncheck.core.collective import Collective
+from bncheck.core.convergence import Converged
 from bncheck.core.data import SampleSource
 from bncheck.core.diagnosis import KL_ERROR, KL_WARN, LayerDivergence, divergence
 from bncheck.core.discrepancy import Discrepancy, Distance
@@ -26,7 +27,6 @@ from bncheck.core.moments import Moments
 from bncheck.core.noise import noise_floor
 from bncheck.core.options import RewriteMode
 from bncheck.core.progress import NoProgress, Progress
-from bncheck.core.convergence import Converged
 from bncheck.core.reference import (
     SHUFFLE_SEED,
     given_batch,

@@ -2,21 +2,19 @@
 
 A tapped pass reduces every norm layer's input on each batch; the figures compare derives from
 those moments need enough samples for their own error, not all of them. At checkpoints (doubling
-batch counts, from ``MIN_SAMPLES`` samples on) the rule compares what the samples tapped so far
-say with what their first half said:
+batch counts; the first, at half ``MIN_SAMPLES``, only keeps its taps) the rule compares what
+the samples tapped so far say with what their first half said:
 
 - every decision must be the same on both: the training batch size estimated from them (value,
-  kind, plausible range), each layer's finding severity, and whether the first layer sees an
-  input shift;
+  kind, plausible range), each layer's stats-divergence level, and whether the first layer sees
+  an input shift;
 - every layer figure (mean shift, log variance ratio, expected KL) must agree within
   ``REL_TOL`` of its size or ``ABS_TOL``, whichever is larger.
 
 The taps then end, and the rest of the pass runs untapped (outputs only). Samples run in the
 reference's shuffled order, so the tapped ones are a random subset, wherever the data changes
-in its file. The split halves are nested (the first half is part of the whole), which makes
-the test stricter than two independent halves would be only in that it needs the change in a
-figure to come from the second half's own samples; a figure whose second half disagrees is by
-construction one that has not settled.
+in its file. compare keeps every tap (completing them afterwards) unless the verdict is a
+settled healthy one.
 """
 
 from __future__ import annotations
@@ -28,8 +26,9 @@ from bncheck.core.diagnosis import divergence
 from bncheck.core.layers import NormLayer
 from bncheck.core.taps import TapCollector
 
-# No pass stops tapping before this many samples: below it the figures' own errors are several
-# percent (the KL of 512 samples of one channel scatters by about sqrt(2/512) = 6% of itself).
+# No pass stops tapping before this many samples (its first half is the first checkpoint):
+# below it the figures' own errors are several percent (the KL of 512 samples of one channel
+# scatters by about sqrt(2/512) = 6% of itself).
 MIN_SAMPLES = 512
 # A figure settles when its half and whole agree within 5% of its size or 0.02 (mean shifts
 # in running std, log variance ratios, KL in nats): under a tenth of the distance between the

@@ -20,6 +20,7 @@ import bncheck  # noqa: E402
 from bncheck.backends.keras.build import keras_net  # noqa: E402
 from bncheck.core.verdict import FixMode, VerdictKind  # noqa: E402
 from fixtures.keras_archs import torch_twin  # noqa: E402
+from tests.support.mutations import keras_lambda  # noqa: E402
 
 UNET = MODELS / "keras_unet_bs1.keras"
 X = DATA / "keras_unet_inputs.npy"
@@ -212,26 +213,10 @@ def test_each_mode_writes_a_verified_keras_file(mode: str, tmp_path: Path) -> No
 
 
 def test_lambda_layer_is_refused_without_allow_pickle(tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
-    inp = keras.Input((4,))
-    out = keras.layers.Lambda(lambda t: t * 2)(inp)
-    model = keras.Model(inp, keras.layers.BatchNormalization()(out))
-    path = tmp_path / "lambda.keras"
-    model.save(path)
-    # Put code that leaves a marker into the saved function: it must never run.
-    with zipfile.ZipFile(path) as z:
-        files = {n: z.read(n) for n in z.namelist()}
-    config = json.loads(files["config.json"])
-    lam = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Lambda")
-    import base64
-    import marshal
-
-    code = eval(f"lambda t: (open({str(marker)!r}, 'w').write('ran'), t)[1]").__code__
-    lam["config"]["function"]["config"]["code"] = base64.b64encode(marshal.dumps(code)).decode()
-    files["config.json"] = json.dumps(config).encode()
-    with zipfile.ZipFile(path, "w") as z:
-        for n, data in files.items():
-            z.writestr(n, data)
+    # A .keras whose Lambda function leaves a marker file when it runs (the robustness suite's
+    # named case): it must never run without the switch.
+    path = Path(keras_lambda(tmp_path)[1])
+    marker = tmp_path / "pwned"
     before = path.read_bytes()
     r = cli("inspect", path)
     assert r.code == 2 and "--allow-pickle" in r.err and "Traceback" not in r.err
@@ -318,3 +303,23 @@ def test_synchronized_is_reported_and_computes_as_plain_batch_norm(tmp_path: Pat
     assert r.code == 0, r.out + r.err
     with zipfile.ZipFile(out) as z:
         assert '"synchronized": true' in z.read("config.json").decode()
+
+
+def test_nested_models_are_entered(tmp_path: Path) -> None:
+    block = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU()],
+                             name="block")
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization(name="bn0")(keras.layers.Conv2D(4, 3, padding="same")(inp))
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(block(x)))
+    assert [layer.name for layer in bncheck.inspect(model).layers] == ["bn0", "block/bn"]
+    data = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(np.float32)
+    with torch.no_grad():
+        got = keras_net(model)(torch.from_numpy(data)).numpy()
+    np.testing.assert_allclose(got, _numpy(model(data)), rtol=1e-6, atol=1e-7)
+    rewritten = bncheck.rewrite(model, "fold", data=data, train_batch_size=8)
+    first, inner = rewritten.notes["fold"]
+    assert first.startswith("bn0: folded into ") and inner.startswith("block/bn: folded into block/")
+    rewritten.save(tmp_path / "folded.keras")  # verified against the model, as the CLI does
+    assert not any(type(layer).__name__ == "BatchNormalization"
+                   for layer in keras.saving.load_model(tmp_path / "folded.keras")._flatten_layers())

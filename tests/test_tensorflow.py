@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from conftest import DATA, FIX, MODELS, cli
 
+from tests.support.mutations import tf_no_signature
+
 tf = pytest.importorskip("tensorflow")  # the tensorflow extra; make test installs it
 pytest.importorskip("tf2onnx")
 
@@ -97,14 +99,8 @@ def test_tf1_batch_norm_with_empty_statistics_finds_its_moving_averages(tmp_path
 
 
 def test_savedmodel_without_signature(tmp_path: Path) -> None:
-    folder = tmp_path / "nosig"
-    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
-        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
-        tf.identity(x * 2.0, name="y")
-        builder = tf.compat.v1.saved_model.Builder(str(folder))
-        builder.add_meta_graph_and_variables(sess, [tf.compat.v1.saved_model.SERVING])
-        builder.save()
-    r = cli("inspect", folder)
+    args = tf_no_signature(tmp_path)
+    r = cli(*args)
     assert r.code == 2 and "signature" in r.err and "Traceback" not in r.err
 
 

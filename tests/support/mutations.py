@@ -424,7 +424,7 @@ def _h5_missing_weights(folder: Path) -> list[str]:
     return ["compare", str(path), "--data", str(_copy("keras_unet_inputs.npy", folder))]
 
 
-def _keras_lambda(folder: Path) -> list[str]:
+def keras_lambda(folder: Path) -> list[str]:
     """A .keras whose Lambda layer's code would write the marker when deserialized."""
     import base64
     import marshal
@@ -451,7 +451,7 @@ def _keras_lambda(folder: Path) -> list[str]:
     return ["inspect", str(path)]
 
 
-def _tf_no_signature(folder: Path) -> list[str]:
+def tf_no_signature(folder: Path) -> list[str]:
     import tensorflow as tf
 
     saved = folder / "nosig"
@@ -549,8 +549,8 @@ NAMED: list[Case] = [
         "--std", "nan"])),
     Case("keras-truncated-zip", _keras_truncated),
     Case("keras-h5-missing-weights", _h5_missing_weights),
-    Case("keras-lambda-writes-marker", _keras_lambda),
-    Case("tf-savedmodel-no-signature", _tf_no_signature),
+    Case("keras-lambda-writes-marker", keras_lambda),
+    Case("tf-savedmodel-no-signature", tf_no_signature),
     Case("tf-pb-not-a-graph", _tf_pb_not_a_graph),
     Case("tf-checkpoint-without-meta", _tf_checkpoint_without_meta),
 ]

@@ -26,8 +26,6 @@ from bncheck.core.layers import NormLayer
 from bncheck.core.model import InputSpec, LayerShapes, Model, PassResult, PopulationStats
 from bncheck.core.options import RewriteMode
 
-CHANNELS_LAST = "channels_last"
-
 
 class KerasModel(TorchModel):
     """A Keras model run on Keras' torch backend (on the CPU)."""

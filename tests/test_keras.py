@@ -323,3 +323,19 @@ def test_nested_models_are_entered(tmp_path: Path) -> None:
     rewritten.save(tmp_path / "folded.keras")  # verified against the model, as the CLI does
     assert not any(type(layer).__name__ == "BatchNormalization"
                    for layer in keras.saving.load_model(tmp_path / "folded.keras")._flatten_layers())
+
+
+def test_subclassed_model_is_refused_in_one_sentence() -> None:
+    class Net(keras.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3)
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, x: Any) -> Any:
+            return self.bn(self.conv(x))
+
+    net = Net()
+    net(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(bncheck.BncheckError, match="subclassed Keras model"):
+        bncheck.inspect(net)

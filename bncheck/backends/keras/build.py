@@ -84,6 +84,11 @@ def torch_norm(layer: Any) -> KerasBatchNorm:
 
 def keras_net(model: Any) -> KerasNet:
     """The model as a torch module; the Keras model itself is not changed."""
+    if not is_graph(model) or not getattr(model, "inputs", None):
+        raise BncheckError(f"{getattr(model, 'name', 'the model')} is a subclassed Keras model "
+                           f"({type(model).__name__} with its own call): bncheck runs "
+                           "Functional and Sequential models, whose graph it can follow; build "
+                           "it with keras.Input, or export it to ONNX")
     norms: dict[str, torch.nn.Module] = {}
     axes: dict[str, int] = {}
     for path, layer in walk(model):

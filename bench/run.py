@@ -510,8 +510,8 @@ NOTES = """
     untapped runs slower, not start-up faster.
   - `rewrite --mode recalibrate` read 1.47x here (target 1.5x), with its two passes unchanged:
     the second is needed for correctness past the first layer
-    (`test_recalibrate_needs_the_training_batch_size_past_the_first_layer`); this row read 2.19x
-    in the run before, on the same code, so it is mostly the machine's state.
+    (`test_recalibrate_needs_the_training_batch_size_past_the_first_layer`). It read 1.40x in
+    the run before, on the same code; the issue's 2.19x came from an earlier run.
 - **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
   run-to-run spread: 1.02x to 1.13x in the seven runs before this one.

@@ -80,6 +80,25 @@ def test_a_noise_floor_that_stops_early_stops_at_the_same_batch() -> None:
     _close(a, b)
 
 
+def test_taps_that_converge_end_at_the_same_batch(tmp_path: Path) -> None:
+    # 2048 healthy samples: both tapped passes stop tapping at a checkpoint, which every rank
+    # reaches with the same merged taps, so the figures are those of one process.
+    x = np.load(DATA / "digits_x.npy")
+    rng = np.random.default_rng(0)
+    path = tmp_path / "digits2048.npy"
+    np.save(path, np.concatenate([x + rng.normal(0, 0.02, x.shape).astype(np.float32)
+                                  for _ in range(8)]))
+    args = ("compare", model_path("digits", "full"), "--allow-pickle", "--data", path,
+            "--format", "json")
+    one, two = _one(*args), _two(*args)
+    assert one.returncode == two.returncode == 0, two.stderr[-2000:]
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["samples"]["tapped"]["eval"] < 2048 and a["samples"]["tapped"]["reference"] < 2048
+    for doc in (a, b):
+        doc.pop("model", None)
+    _close(a, b)
+
+
 def test_a_dataset_factory_equals_the_same_samples_in_a_file() -> None:
     by_file = json.loads(_one("compare", MODEL, "--allow-pickle", "--data", DATA / "digits_x.npy",
                               "--format", "json").stdout)

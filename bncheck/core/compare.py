@@ -109,16 +109,14 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         return given_batch(train_batch_size) if train_batch_size is not None \
             else training_batch(taps, layers, tapped, taps.shapes)
 
-    def eval_decisions(taps: TapCollector, tapped: int) -> object:
+    def eval_judge(taps: TapCollector, tapped: int) -> tuple[object, int]:
         train = estimate(taps, tapped)
         first = taps.order[0]
         shift = input_shift(layers[first], taps.acc[first], train.value)
-        return train.value, train.source, train.low, train.high, shift is None
+        return ((train.value, train.source, train.low, train.high, shift is None),
+                plan_reference(train, n, model.max_batch).batch)
 
-    eval_rule = Converged(layers, batch_size,
-                          lambda taps, tapped: plan_reference(estimate(taps, tapped), n,
-                                                              model.max_batch).batch,
-                          eval_decisions) if converge else None
+    eval_rule = Converged(layers, batch_size, eval_judge) if converge else None
     eval_store = runner.run(model, "eval", batch_size, shuffled, taps=list(layers),
                             on_tap=eval_taps, tap_rule=eval_rule)
     order = eval_taps.order
@@ -130,14 +128,14 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     b, used = plan.batch, plan.used
     notes = [*model.notes, *plan.notes]
 
-    def ref_decisions(taps: TapCollector, _tapped: int) -> object:
+    def ref_judge(taps: TapCollector, _tapped: int) -> tuple[object, int]:
         # Each layer's finding severity (the stats-divergence levels of the verdict).
         kls = [divergence(layers[k], taps.acc[k], b).kl for k in taps.order if k in layers]
-        return tuple((kl >= KL_WARN, kl >= KL_ERROR) for kl in kls)
+        return tuple((kl >= KL_WARN, kl >= KL_ERROR) for kl in kls), b
 
     ref_model = model.apply(RewriteMode.REFERENCE, shapes=shapes).model
     ref_taps = TapCollector()
-    ref_rule = Converged(layers, b, lambda *_: b, ref_decisions) if converge else None
+    ref_rule = Converged(layers, b, ref_judge) if converge else None
     ref = runner.run(ref_model, "reference", b, used, taps=list(layers), on_tap=ref_taps,
                      tap_rule=ref_rule)
     ref_tapped = _tapped(ref_rule, b, used.size)

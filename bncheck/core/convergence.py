@@ -37,24 +37,20 @@ MIN_SAMPLES = 512
 REL_TOL = 0.05
 ABS_TOL = 0.02
 
-# What must not change between the half and the whole: the decisions compare takes from taps
-# (given them and how many samples they hold).
-Decisions = Callable[[TapCollector, int], object]
-# The batch size the layer figures are taken at, from the same.
-FiguresAt = Callable[[TapCollector, int], int]
+# What compare takes from taps, given them and how many samples they hold: the decisions that
+# must not change between the half and the whole, and the batch size the figures are taken at.
+Judge = Callable[[TapCollector, int], tuple[object, int]]
 
 
 class Converged:
     """A ``Runner`` tap rule: asked at doubling checkpoints, True once the taps may end."""
 
-    def __init__(self, layers: Mapping[str, NormLayer], batch_size: int,
-                 figures_at: FiguresAt, decisions: Decisions) -> None:
+    def __init__(self, layers: Mapping[str, NormLayer], batch_size: int, judge: Judge) -> None:
         self.layers = layers
         self.batch_size = batch_size
-        self.figures_at = figures_at
-        self.decisions = decisions
-        self.half: TapCollector | None = None
-        self.half_samples = 0
+        self.judge = judge
+        # The taps at the last checkpoint, and what they were judged to say.
+        self.half: tuple[TapCollector, tuple[object, int]] | None = None
         self.stopped_at: int | None = None  # batches tapped, when the taps ended early
 
     def checkpoints(self, batches: int) -> list[int]:
@@ -68,19 +64,19 @@ class Converged:
 
     def __call__(self, taps: TapCollector, batches_done: int) -> bool:
         """Whether the taps of ``batches_done`` batches agree with those of the first half."""
-        samples = batches_done * self.batch_size
-        settled = self.half is not None and self._agree(self.half, self.half_samples, taps,
-                                                        samples)
+        judged = self.judge(taps, batches_done * self.batch_size)
+        settled = self.half is not None and self._agree(*self.half, taps, judged)
         if settled:
             self.stopped_at = batches_done
         else:
-            self.half, self.half_samples = copy.deepcopy(taps), samples
+            self.half = copy.deepcopy(taps), judged
         return settled
 
-    def _agree(self, half: TapCollector, n_half: int, whole: TapCollector, n: int) -> bool:
-        if self.decisions(half, n_half) != self.decisions(whole, n):
+    def _agree(self, half: TapCollector, half_judged: tuple[object, int], whole: TapCollector,
+               judged: tuple[object, int]) -> bool:
+        decisions, b = judged
+        if half_judged[0] != decisions:
             return False
-        b = self.figures_at(whole, n)
         for name in whole.order:
             if name not in half.acc or name not in self.layers:
                 return False

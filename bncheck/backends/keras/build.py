@@ -93,8 +93,8 @@ def keras_net(model: Any) -> KerasNet:
     axes: dict[str, int] = {}
     for path, layer in walk(model):
         if is_batch_norm(layer):
-            norms[path] = torch_norm(layer)
-            axes[path] = options_of(layer).axis
+            module = torch_norm(layer)
+            norms[path], axes[path] = module, module.keras.axis
     return KerasNet(model, norms, axes).eval()
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from bncheck.backends.keras.build import walk
 from bncheck.backends.keras.net import KerasBatchNorm, KerasNet
 from bncheck.backends.pytorch.modules import ScaleShift
-from bncheck.backends.pytorch.passes import _scale_shift_of
+from bncheck.backends.pytorch.passes import scale_shift_of
 
 # Keras layers by where their kernel holds the output channel: Conv (*kernel, in / groups, out)
 # and Dense (in, out) last, ConvTranspose (*kernel, out, in) second to last.
@@ -32,7 +32,7 @@ def fold(net: KerasNet) -> tuple[KerasNet, list[str]]:
     for name, module in list(norms.items()):
         if not isinstance(module, KerasBatchNorm):
             continue
-        scale, shift = _scale_shift_of(name, module)
+        scale, shift = scale_shift_of(name, module)
         prev = _foldable_input(layers[name], net.axes[name], name)
         if prev is None:
             norms[name] = ScaleShift(torch.from_numpy(scale).float(), torch.from_numpy(shift).float())

@@ -45,15 +45,16 @@ def read_model(keras: Any, path: Path, *, safe_mode: bool) -> Any:
         source = path
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                members = {n: z.read(n) for n in z.namelist()}
-            config = json.loads(members.get("config.json", b"{}"))
-            synchronized = {c["name"] for c in _sync_batch_norms(config)}
-            if synchronized:
-                members["config.json"] = json.dumps(config).encode()
-                source = Path(tmp) / path.name
-                with zipfile.ZipFile(source, "w") as z:
-                    for name, data in members.items():
-                        z.writestr(name, data)
+                names = z.namelist()
+                config = json.loads(z.read("config.json")) if "config.json" in names else {}
+                synchronized = {c["name"] for c in _sync_batch_norms(config)}
+                if synchronized:
+                    # Only then is the archive copied (the weights with it), config changed.
+                    source = Path(tmp) / path.name
+                    with zipfile.ZipFile(source, "w") as out:
+                        for name in names:
+                            out.writestr(name, json.dumps(config).encode()
+                                         if name == "config.json" else z.read(name))
         model = keras.saving.load_model(str(source), compile=False, safe_mode=safe_mode)
     for layer in model._flatten_layers(include_self=False):
         if layer.name in synchronized:

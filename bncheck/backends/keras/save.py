@@ -14,19 +14,17 @@ from torch import nn
 from bncheck.backends.keras.build import walk
 from bncheck.backends.keras.load import read_model
 from bncheck.backends.keras.net import KerasBatchNorm, KerasNet
-from bncheck.backends.keras.runtime import import_keras, without_tensorflow
+from bncheck.backends.keras.runtime import import_keras
 from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
 
 
 def to_keras(net: KerasNet) -> Any:
     """A new Keras model computing what ``net`` computes: each norm slot as the Keras layer
-    that does what its module does; the user's model is copied first, never changed."""
+    that does what its module does; the user's model is copied first, never changed.
+
+    Call it inside ``without_tensorflow()``, as saving its result must be too.
+    """
     keras = import_keras()
-    with without_tensorflow():
-        return _rebuilt(keras, net)
-
-
-def _rebuilt(keras: Any, net: KerasNet) -> Any:
     copy = _copy(keras, net.graph)
     layers = dict(walk(copy))
     swaps: dict[int, Any] = {}

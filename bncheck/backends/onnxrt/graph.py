@@ -191,6 +191,13 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
+def set_attr(node: onnx.NodeProto, name: str, value: float | int) -> None:
+    """Give ``node`` the attribute ``name`` = ``value``, replacing one it had."""
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend([*kept, helper.make_attribute(name, value)])
+
+
 def attr(node: onnx.NodeProto, name: str, default: float | int | None = None) -> float | int | None:
     """A scalar attribute of ``node``."""
     for a in node.attribute:

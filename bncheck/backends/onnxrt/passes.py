@@ -14,6 +14,7 @@ from bncheck.backends.onnxrt.graph import (
     declare_initializers,
     graph_reads,
     opset,
+    set_attr,
 )
 from bncheck.backends.onnxrt.layers import is_training_mode, layer_name
 from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
@@ -160,9 +161,7 @@ class _Editor:
             fused.CopyFrom(node)
             del fused.output[1:]
             fused.output.extend([f"{p}.running_mean", f"{p}.running_var"])
-            kept = [a for a in fused.attribute if a.name != "training_mode"]
-            del fused.attribute[:]
-            fused.attribute.extend([*kept, helper.make_attribute("training_mode", 1)])
+            set_attr(fused, "training_mode", 1)
             self.replace[index] = [fused]
             return []
         if per_sample:

@@ -140,7 +140,8 @@ def _recalibrate(model: nn.Module, stats: PopulationStats | None) -> list[str]:
     return notes
 
 
-def _scale_shift_of(name: str, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def scale_shift_of(name: str, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """An eval-mode BN module as ``x * scale + shift`` per channel (float64)."""
     channels = _required(m, "running_mean").numel()
 
     def arr(t: torch.Tensor | None, fill: float) -> np.ndarray:
@@ -173,7 +174,7 @@ def _fold(model: nn.Module) -> tuple[nn.Module, list[str]]:
     swaps = Replacements(model)
     folds: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}  # by ScaleShift identity
     for name, m in bns:
-        scale, shift = _scale_shift_of(name, m)
+        scale, shift = scale_shift_of(name, m)
         ss = _scale_shift(scale, shift, _required(m, "running_mean"))
         folds[id(ss)] = (name, scale, shift)
         swaps.replace(name, ss)

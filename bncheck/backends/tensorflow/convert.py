@@ -95,32 +95,30 @@ def _name_parameters(proto: Any, norms: set[str], training: dict[str, float | No
     """Name each BN's parameters after its TensorFlow layer ("enc2/batchnorm.running_mean"),
     as the ONNX backend reads names, and give it the momentum the graph trained with."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
+
+    from bncheck.backends.onnxrt.graph import set_attr
 
     inits = {t.name: t for t in proto.graph.initializer}
-    by_output: dict[str, str] = {}
+    named: set[str] = set()
     for node in proto.graph.node:
-        if node.op_type != "BatchNormalization":
+        # tf2onnx names each node after the TensorFlow op it converts.
+        if node.op_type != "BatchNormalization" or node.name not in norms:
             continue
-        source = next((n for n in norms if node.name == n or node.name.startswith(n)), None)
-        if source is None:
-            continue
-        layer = layer_of(source)
+        layer = layer_of(node.name)
         for slot, suffix in enumerate((".weight", ".bias", ".running_mean", ".running_var"), 1):
             old = node.input[slot]
             if old not in inits:
                 continue
             new = layer + suffix
-            if new not in by_output:
+            if new not in named:
                 copy = numpy_helper.from_array(np.array(numpy_helper.to_array(inits[old])), new)
                 proto.graph.initializer.append(copy)
-                by_output[new] = old
+                named.add(new)
             node.input[slot] = new
-        momentum = training.get(source)
+        momentum = training.get(node.name)
         if momentum is not None:
-            kept = [a for a in node.attribute if a.name != "momentum"]
-            del node.attribute[:]
-            node.attribute.extend([*kept, helper.make_attribute("momentum", 1.0 - momentum)])
+            set_attr(node, "momentum", 1.0 - momentum)
     used = {i for n in proto.graph.node for i in n.input}
     keep = [t for t in proto.graph.initializer if t.name in used]
     del proto.graph.initializer[:]

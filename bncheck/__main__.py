@@ -1,5 +1,5 @@
 """Allow ``python -m bncheck``."""
 
-from bncheck.cli.app import main
+from bncheck.cli.entry import main
 
 main()

@@ -156,3 +156,22 @@ def test_an_arch_module_that_raises_on_import_is_named_with_its_error() -> None:
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and "importing tests.support.raises_on_import raised RuntimeError: " \
         "this module needs a GPU to import" in lines[0]
+
+
+def test_ctrl_c_while_bncheck_imports_ends_it_without_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    # The interrupt arrives while the command line is being imported (typer first), the way a
+    # Ctrl-C in the first few tenths of a second does: deterministic, unlike a timed signal.
+    code = ("import sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'typer':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "sys.argv = ['bncheck', '--help']\n"
+            "import bncheck.__main__\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert p.returncode == 130, p.stderr
+    assert "Traceback" not in p.stderr

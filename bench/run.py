@@ -276,7 +276,7 @@ def main() -> None:
         f"plain onnxruntime inference: {b16:.2f} s", f"{a16:.2f} s", a16 / b16,
         "<= 2.4x (issue 24)", a16 / b16 <= 2.4)
     cmp_torch16 = on_data(cmp_torch, p["x"], p["x16"])
-    at16, bt16 = median_pair(cmp_torch16, on_data(base_torch, p["x"], p["x16"]), REPEATS50 + 2)
+    at16, bt16 = median_pair(cmp_torch16, on_data(base_torch, p["x"], p["x16"]))
     row(rows, f"`compare` wall time, torch, {16 * N} samples, healthy",
         f"plain eval forward, whole process: {bt16:.2f} s", f"{at16:.2f} s", at16 / bt16,
         "<= 2.3x (issue 24)", at16 / bt16 <= 2.3)
@@ -402,15 +402,16 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX at 256 samples (target 3.0x before issue 24, 3.3x since; 3.61x in this
-  run, see "Issue 24's rows" below; 4.87x at the issue; 3.41x, 3.43x, 3.85x, 3.42x, 3.44x,
-  3.56x, 3.44x and 3.55x in the eight runs before this one).** The target is below what
+- **`compare` on ONNX at 256 samples (target 3.0x before issue 24, 3.3x since; 3.41x in this
+  run, see "Issue 24's rows" below; 4.87x at the issue; 3.61x, 3.41x, 3.43x, 3.85x, 3.42x,
+  3.44x, 3.56x, 3.44x and 3.55x in the nine runs before this one).** The target is below what
   onnxruntime's own work for these passes takes. Two rows show it:
   - the time inside onnxruntime's `run` calls alone, with start-up, session creation and all of
     bncheck's own work left out (`bench/ort_runs.py`), is over 3.0x what plain inference spends
-    there (3.54x in the run before this one). The wall-time ratio is a mean of that ratio and
-    start-up's, weighted by the baseline's shares, and start-up's is over 3.0x as well: here
-    about 0.75 s against 0.23 s (1.99 s - 1.24 s, against 0.57 s - 0.34 s);
+    there (3.32x in this run, 4.02x and 3.54x in the two before). The wall-time ratio is a
+    mean of that ratio and start-up's, weighted by the baseline's shares, and start-up's is
+    over 3.0x as well: here about 0.71 s against 0.20 s (1.80 s - 1.09 s, against
+    0.53 s - 0.33 s);
   - the same `compare` on ResNet-18's own widths (four times the convolution work per sample,
     so start-up is a far smaller share) is still over 3.0x (3.17x in the run before this one).
     Its run calls took 2.88x, 2.97x and 3.14x the plain ones in three interleaved pairs outside
@@ -473,6 +474,16 @@ NOTES = """
     of over 4096 rows (a rank-3 input of 200000 values reached 4.3e-05 in float32): 1.27x
     against 1.29x a plain pass in 31 interleaved rounds, while the whole `compare` did not
     move in 7 (3.70x either way);
+  - tap graphs with static shapes (issue 24): seven nodes a tap instead of eighteen, for a
+    rank-4 tensor whose rows fit in float32 (no Shape, Slice, Where or Reshape; the row sums
+    added up in float64 on the host). In 11 interleaved rounds of 8 batches: eval with taps
+    1.36x a plain pass against 1.47x, the reference with taps 1.67x against 1.79x. But the graph
+    needs each tapped tensor's rank and width before its session is built. The reference has
+    them from the eval pass; the eval pass would need onnx's shape inference, 41 ms to 56 ms on
+    its first call in a process (its schemas are set up then), about what it saves on the 8
+    tapped batches of 256 samples. For the reference alone, whose shapes are known, the gain
+    is about 0.1 of a plain pass in 3.4: under this row's spread between runs, for a second
+    form of every tap to keep exact;
   - the reference's BN with ReduceSumSquare for the variance, alone or with an eval-mode
     BatchNormalization kernel fed the batch mean and variance (one pass over the tensor instead
     of Mul and Add): 1.64x and 1.68x against 1.55x a plain pass in 9 rounds, as onnxruntime
@@ -488,12 +499,25 @@ NOTES = """
 - **Issue 24's rows (this run).** compare's taps now end once their statistics have converged
   (docs/design.md, "Cost"): on the healthy 4096-sample rows both tapped passes stopped tapping at
   512 samples, and the rest ran untapped. The ONNX row at 4096 samples went from 5.14x (2.78x
-  to 3.53x in the runs before that) to 2.56x, the slope from 3.19 to 2.30 plain passes a
-  sample, the torch row at 4096 reads 2.50x (first measured here; 1.97x, 2.01x, 2.09x and 2.15x
-  in four runs of these rows alone while the code was written). What is left per extra sample
+  to 3.53x in the runs before that) to 2.56x in the first run with converged taps and 2.30x in
+  this one; the slope from 3.19 to 2.30 and now 2.10 plain passes a sample; the torch row at
+  4096 read 2.50x in the first run (three pairs) and 1.89x in this one (five pairs, as every
+  other row; 1.97x, 2.01x, 2.09x and 2.15x in four runs of these rows alone while the code was
+  written, 1.90x in one more today). What is left per extra sample
   on ONNX: a plain eval pass (1.0x), the reference untapped, which cannot fuse BN into Conv
-  (about 1.26x a plain pass), and the noise floor's first batches (128 of 4096 samples here).
-  So 2.2 would need the reference itself to cost less than batch statistics do on onnxruntime.
+  (about 1.17x to 1.26x a plain pass), and the noise floor's first batches (128 of 4096 samples
+  here). On torch the reference costs more than on onnxruntime: 1.2x to 1.5x a plain eval pass
+  on these CPUs. In torch's profiler, a batch of 32 spends 10.6 ms in training-mode
+  `native_batch_norm` against 1.8 ms in eval mode, and the ReLU after it 5.4 ms against 1.9 ms
+  (of about 70 ms a batch). One in-process run of 4096 samples: eval 8.8 s (the plain pass
+  7.8 s to 9.6 s in two runs around it), reference 11.6 s, noise floor 0.34 s.
+  - Per pass, in one process (8 batches of 32, 9 interleaved rounds, `bench`'s sessions built
+    as compare builds them, today): eval 1.03x a plain pass, eval with taps 1.34x, the
+    reference 1.17x, the reference with taps 1.38x. At 256 samples no tap can end (they need
+    512), so the run calls alone add up to 1.34 + 1.38 + 0.5 x 1.17 = 3.3 plain passes before
+    start-up; start-up costs about 3.5 times the baseline's (0.71 s against 0.20 s here): typer
+    0.29 imports pydantic when it parses the command line and builds a validator for each
+    option (0.11 s), onnx takes 0.04 s, and three sessions 0.09 s against one of 0.024 s.
   - The reference's BN is now one BatchNormalization node in training mode on onnxruntime's CPU
     provider (the internal reference graphs only; nothing written uses it): 1.97 s against
     2.11 s for the nine-op form on 2048 samples, where a plain pass took 1.56 s. An earlier
@@ -505,16 +529,16 @@ NOTES = """
     `ml_dtypes<0.7`; the ONNX row at 256 samples went from 5.14x to 3.61x (target 3.3x; those
     256 samples are under the 512 the taps need before they may end, so all three passes are
     as before).
-  - Sessions: 0.06 s to 0.07 s (tapped) and 0.025 s (untapped) for this layout. The untapped
-    session is a different graph (Conv and BN fused), so sharing the tapped one would make the
-    untapped runs slower, not start-up faster.
-  - `rewrite --mode recalibrate` read 1.47x here (target 1.5x), with its two passes unchanged:
+  - Sessions: 0.034 s to 0.07 s (tapped) and 0.024 s to 0.025 s (untapped) for this layout.
+    The untapped session is a different graph (Conv and BN fused), so sharing the tapped one
+    would make the untapped runs slower, not start-up faster.
+  - `rewrite --mode recalibrate` read 1.49x here (target 1.5x), with its two passes unchanged:
     the second is needed for correctness past the first layer
-    (`test_recalibrate_needs_the_training_batch_size_past_the_first_layer`). It read 1.40x in
-    the run before, on the same code; the issue's 2.19x came from an earlier run.
+    (`test_recalibrate_needs_the_training_batch_size_past_the_first_layer`). It read 1.47x and
+    1.40x in the two runs before, on the same code; the issue's 2.19x came from an earlier run.
 - **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
-  run-to-run spread: 1.02x to 1.13x in the seven runs before this one.
+  run-to-run spread: 1.00x in this run, 1.01x and 1.02x to 1.13x in the eight before it.
   Measured in one process right after one of them, the same files read 1.07x and then 1.00x.
   The row counts the nodes onnxruntime runs after its optimizations: fold leaves nothing behind
   (23 and 23: 20 Conv, a ReorderOutput, the ReduceMean and the Gemm in both).
@@ -523,10 +547,22 @@ NOTES = """
   "Issue 24's rows" above for what it is made of).
 - **instance-norm and batch-stats latency (targets 1.15x and 1.35x).** onnxruntime folds the
   original BN into Conv, and per-sample or per-batch statistics cost a reduction per
-  activation. In the seven runs before this one: instance-norm 1.22x to 1.36x, batch-stats
-  1.23x to 1.42x (the rewrite passes have not changed since). In one process right after one
-  of them: 1.35x then 1.21x, and 1.38x then 1.26x.
-- **`inspect` of the 98 MiB state_dict (target 1.5x)**: between 1.10x and 1.62x in the nine
+  activation. In the eight runs before this one: instance-norm 1.22x to 1.36x, batch-stats
+  1.23x to 1.43x (the rewrite passes have not changed since). In one process right after one
+  of them: 1.35x then 1.21x, and 1.38x then 1.26x. Where instance-norm's time goes, from
+  onnxruntime's profiler (batch 8, 60 runs): 14.1 ms of kernels against the original's 11.2 ms.
+  The InstanceNormalization kernels take 1.57 ms. The 36 reorders take 0.78 ms: onnxruntime runs
+  Conv in its blocked NCHWc layout and leaves it at every InstanceNormalization (20
+  ReorderOutput, 16 ReorderInput). The Relu and Add it can no longer fuse into Conv take
+  0.47 ms. The 80 more nodes also cost their dispatch. Other forms, in one
+  run of 200 interleaved rounds (original 34.8 ms): InstanceNormalization 1.22x, the same
+  two-pass statistics from GlobalAveragePool (a pool onnxruntime runs in NCHWc) 1.24x,
+  E[x^2] - E[x]^2 from GlobalAveragePool 1.18x (less exact under an offset), and
+  MeanVarianceNormalization with a scale and shift 1.24x. None keeps the blocked layout:
+  per-sample, per-channel scales and shifts are broadcasts, and onnxruntime's NCHWc pass takes
+  none. So 1.15x needs a kernel onnxruntime does not have, and the file keeps the one
+  InstanceNormalization node every runtime knows.
+- **`inspect` of the 98 MiB state_dict (target 1.5x)**: between 1.10x and 1.62x in the ten
   runs before this one; see Noise.
 - **ResNet-50 layout at 224x224 on CPU** is one run of 16 samples: a plain forward of this model
   takes 150 s on these 2 cores (most of it in the kernel: glibc maps and unmaps each activation

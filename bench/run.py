@@ -474,16 +474,6 @@ NOTES = """
     of over 4096 rows (a rank-3 input of 200000 values reached 4.3e-05 in float32): 1.27x
     against 1.29x a plain pass in 31 interleaved rounds, while the whole `compare` did not
     move in 7 (3.70x either way);
-  - tap graphs with static shapes (issue 24): seven nodes a tap instead of eighteen, for a
-    rank-4 tensor whose rows fit in float32 (no Shape, Slice, Where or Reshape; the row sums
-    added up in float64 on the host). In 11 interleaved rounds of 8 batches: eval with taps
-    1.36x a plain pass against 1.47x, the reference with taps 1.67x against 1.79x. But the graph
-    needs each tapped tensor's rank and width before its session is built. The reference has
-    them from the eval pass; the eval pass would need onnx's shape inference, 41 ms to 56 ms on
-    its first call in a process (its schemas are set up then), about what it saves on the 8
-    tapped batches of 256 samples. For the reference alone, whose shapes are known, the gain
-    is about 0.1 of a plain pass in 3.4: under this row's spread between runs, for a second
-    form of every tap to keep exact;
   - the reference's BN with ReduceSumSquare for the variance, alone or with an eval-mode
     BatchNormalization kernel fed the batch mean and variance (one pass over the tensor instead
     of Mul and Add): 1.64x and 1.68x against 1.55x a plain pass in 9 rounds, as onnxruntime
@@ -511,6 +501,15 @@ NOTES = """
   `native_batch_norm` against 1.8 ms in eval mode, and the ReLU after it 5.4 ms against 1.9 ms
   (of about 70 ms a batch). One in-process run of 4096 samples: eval 8.8 s (the plain pass
   7.8 s to 9.6 s in two runs around it), reference 11.6 s, noise floor 0.34 s.
+  - Taps of a 2-D convolution's output now take a short form (docs/design.md, Precision): eight
+    nodes a tap instead of nineteen, with no shape computations, as that tensor's rank is
+    known before the session is built; the row sums are added up in float64 on the host. The
+    tapped graph went from 423 to 203 nodes after onnxruntime's optimizations. In two sets of 15
+    interleaved rounds of 8 batches, in one process, against the general form: eval with taps
+    1.42x and 1.43x an untapped eval pass against 1.45x and 1.46x, the reference with taps
+    1.49x and 1.69x against 1.54x and 1.85x. Static shapes for every tap would need onnx's
+    shape inference, 41 ms to 56 ms on its first call in a process, about what the short form
+    saves on 256 samples.
   - Per pass, in one process (8 batches of 32, 9 interleaved rounds, `bench`'s sessions built
     as compare builds them, today): eval 1.03x a plain pass, eval with taps 1.34x, the
     reference 1.17x, the reference with taps 1.38x. At 256 samples no tap can end (they need

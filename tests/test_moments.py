@@ -133,18 +133,22 @@ def test_onnx_taps_are_exact_for_every_rank(shape: tuple[int, ...], dtype: type)
     from onnx import TensorProto, helper
 
     from bncheck.backends.onnxrt.graph import opset
-    from bncheck.backends.onnxrt.taps import add_taps, summary
+    from bncheck.backends.onnxrt.taps import MAX_ROW, add_taps, summary
 
     elem = TensorProto.FLOAT16 if dtype is np.float16 else TensorProto.FLOAT
+    # The short form too, where it applies: rank 4, rows within MAX_ROW.
+    forms = [frozenset(), frozenset({"x"})] if len(shape) == 4 and shape[-1] <= MAX_ROW \
+        else [frozenset()]
     # 8: the row length by integer arithmetic (no Where); axes and slice bounds as attributes,
     # then as inputs.
-    for version in (8, 9, 13, 18):
+    for version, rows in ((v, r) for v in (8, 9, 13, 18) for r in forms):
         graph = helper.make_graph(
             [helper.make_node("Relu", ["x"], ["y"])], "g",
             [helper.make_tensor_value_info("x", elem, ["N", *shape[1:]])],
             [helper.make_tensor_value_info("y", elem, None)])
-        proto = add_taps(onnx_model(graph, version), ("x",))
+        proto = add_taps(onnx_model(graph, version), ("x",), rows=rows)
         assert opset(proto) == version
+        assert any(n.op_type == "Where" for n in proto.graph.node) == (not rows and version >= 9)
         rng = np.random.default_rng(0)
         scale = 0.25 if dtype is np.float16 else 1.0  # float16 has 11 bits: a smaller offset
         x = rng.normal(100.0 * scale, scale, shape)
@@ -161,3 +165,39 @@ def test_onnx_taps_are_exact_for_every_rank(shape: tuple[int, ...], dtype: type)
             assert np.all(s.m2 == 0.0)
         else:
             np.testing.assert_allclose(s.m2 / x64.shape[2], x64.var(2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("width", [64, 5000])
+def test_onnx_conv_outputs_take_the_short_taps_while_their_rows_fit(width: int) -> None:
+    """A 2-D convolution's output is tapped in the short form; rows over MAX_ROW (float32 sums
+    would lose precision there) switch that tensor to the general form, with exact figures."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bncheck.backends.onnxrt.model import OnnxModel
+    from bncheck.core.taps import TapCollector
+
+    c = 2
+    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"]),
+             helper.make_node("BatchNormalization", ["conv", "g", "b", "m", "v"], ["y"])]
+    inits = [numpy_helper.from_array(np.eye(c, dtype=np.float32).reshape(c, c, 1, 1), "w"),
+             *(numpy_helper.from_array(np.full(c, v, np.float32), k)
+               for k, v in (("g", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0)))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", c, 3, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = OnnxModel(onnx_model(graph, 13), Path("conv.onnx"))
+    assert model._short == {"conv"}
+    rng = np.random.default_rng(0)
+    x = rng.normal(100.0, 1.0, (4, c, 3, width))
+    x[:, 1] += 1e4
+    x = x.astype(np.float32)
+    taps = TapCollector()
+    name = model.layers()[0].name
+    model.run([x], [name], taps)
+    assert model._short == ({"conv"} if width <= 4096 else set())
+    # One session per form: the one whose rows did not fit is gone.
+    assert len(model._sessions) == 1
+    acc = taps.acc[name]
+    x64 = x.astype(np.float64).transpose(1, 0, 2, 3).reshape(c, -1)
+    np.testing.assert_allclose(acc.population.mean, x64.mean(1), rtol=1e-9)
+    np.testing.assert_allclose(acc.population.var, x64.var(1), rtol=1e-5)

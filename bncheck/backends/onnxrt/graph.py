@@ -220,3 +220,12 @@ def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
             shapes[vi.name] = tuple(d.dim_value if d.dim_value > 0 else None
                                     for d in t.shape.dim)
     return shapes
+
+
+def conv2d_outputs(graph: onnx.GraphProto) -> frozenset[str]:
+    """Tensors made by a 2-D Conv or ConvTranspose (a rank-4 weight stored in the graph): rank 4
+    whatever the inputs, which the taps' short form needs to know before a session is built."""
+    dims = {t.name: len(t.dims) for t in graph.initializer}
+    return frozenset(n.output[0] for n in graph.node
+                     if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 1
+                     and dims.get(n.input[1]) == 4)

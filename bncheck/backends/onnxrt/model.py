@@ -17,6 +17,7 @@ from bncheck.backends.onnxrt.dropout import (
 )
 from bncheck.backends.onnxrt.graph import (
     NP_TYPES,
+    conv2d_outputs,
     ensure_opset,
     load_proto,
     opset,
@@ -24,7 +25,7 @@ from bncheck.backends.onnxrt.graph import (
 )
 from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_norms
 from bncheck.backends.onnxrt.passes import apply_pass
-from bncheck.backends.onnxrt.taps import add_taps, summary
+from bncheck.backends.onnxrt.taps import add_taps, row_fits, summary
 from bncheck.backends.onnxrt.weights import session
 from bncheck.core.formats import ModelFormat
 from bncheck.core.layers import NormLayer
@@ -59,6 +60,9 @@ class OnnxModel:
         self._inputs = [vi for vi in proto.graph.input if vi.name not in inits]
         # By tapped tensors, and whether only their summaries are computed (``stop_after``).
         self._sessions: dict[tuple[tuple[str, ...], bool], object] = {}
+        # Tapped in the taps' short form (rank 4 by construction) until a run shows rows too
+        # long for it; then those are tapped in the general form.
+        self._short = conv2d_outputs(proto.graph)
         self.notes = notes
         # onnxruntime's CPU provider computes in plain float32; the CUDA one is told to (below).
         self.precision: Mapping[str, object] | None = {"provider_tf32": False}
@@ -146,7 +150,7 @@ class OnnxModel:
             # two consumers is never fused away (Conv+BN stays unfused there), so full
             # optimization keeps it: measured equal to an unoptimized session within 1.2e-6
             # relative, at half the run time. tests/test_compare.py checks taps against numpy.
-            proto = add_taps(self.proto, taps, only_taps=only_taps)
+            proto = add_taps(self.proto, taps, only_taps=only_taps, rows=self._short)
         providers = _providers(self.device)
         try:
             sess = session(proto, opts, providers, owned=bool(taps))
@@ -189,6 +193,12 @@ class OnnxModel:
             raise BncheckError(f"{self.path}: onnxruntime cannot run the model on inputs of "
                                f"shape {shapes}: {first}") from e
         got = dict(zip(out_names, results, strict=True))
+        long = {t for t in tensors if t in self._short and not row_fits(got, t)}
+        if long:
+            # Rows over MAX_ROW would be summed in float32: tap those generally, run again.
+            self._short -= long
+            self._sessions = {k: v for k, v in self._sessions.items() if not k[0]}
+            return self.run(batch, taps, on_tap, stop_after)
         if on_tap is not None:
             for t in taps:
                 on_tap(t, summary(got, by_layer[t]))

@@ -140,19 +140,7 @@ def _tap_nodes(t: str, version: int) -> list[onnx.NodeProto]:
         helper.make_node("Cast", [t], [f"{p}.f32"], to=onnx.TensorProto.FLOAT, name=f"{p}/Cast"),
         helper.make_node("Reshape", [f"{p}.f32", f"{p}.rows_shape"], [f"{p}.rows"],
                          name=f"{p}/Rows"),
-        # The shift is a mean of row means: one float32 mean over a whole 1024x1024 map was so
-        # far off under a 1e4 offset that the correction left 1.9e-05 in the variance.
-        # (The first level drops its axis: onnxruntime reduces a trailing axis of length 1 slowly.)
-        _reduce("ReduceMean", f"{p}.rows", f"{p}.row_means", "bncheck.axes_3", [3], version,
-                f"{p}/RowMeans", keep=False),
-        _reduce("ReduceMean", f"{p}.row_means", f"{p}.shift_nc1", "bncheck.axes_2", [2], version,
-                f"{p}/MeanOfRows"),
-        helper.make_node("Reshape", [f"{p}.shift_nc1", "bncheck.nc11"], [shift], name=f"{p}/Shift"),
-        helper.make_node("Sub", [f"{p}.rows", shift], [f"{p}.dev"], name=f"{p}/Dev"),
-        _reduce("ReduceSum", f"{p}.dev", f"{p}.s1_rows", "bncheck.axes_3", [3], version,
-                f"{p}/S1Rows", keep=False),
-        _reduce("ReduceSumSquare", f"{p}.dev", f"{p}.s2_rows", "bncheck.axes_3", [3], version,
-                f"{p}/S2Rows", keep=False),
+        *_row_sums(p, f"{p}.rows", shift, f"{p}.s1_rows", f"{p}.s2_rows", version),
         helper.make_node("Cast", [f"{p}.s1_rows"], [f"{p}.s1_rows64"], to=onnx.TensorProto.DOUBLE,
                          name=f"{p}/S1Rows64"),
         helper.make_node("Cast", [f"{p}.s2_rows"], [f"{p}.s2_rows64"], to=onnx.TensorProto.DOUBLE,
@@ -172,15 +160,27 @@ def _row_tap_nodes(t: str, version: int) -> list[onnx.NodeProto]:
     return [
         helper.make_node("Shape", [t], [shape], name=f"{p}/Shape"),
         helper.make_node("Cast", [t], [f"{p}.f32"], to=onnx.TensorProto.FLOAT, name=f"{p}/Cast"),
-        _reduce("ReduceMean", f"{p}.f32", f"{p}.row_means", "bncheck.axes_3", [3], version,
+        *_row_sums(p, f"{p}.f32", shift, s1, s2, version),
+    ]
+
+
+def _row_sums(p: str, rows: str, shift: str, s1_rows: str, s2_rows: str,
+              version: int) -> list[onnx.NodeProto]:
+    """The shift of (N, C, R, W) ``rows`` and each row's float32 sums of deviations from it
+    (``s1_rows``, ``s2_rows``, (N, C, R)): the arithmetic both forms share."""
+    return [
+        # The shift is a mean of row means: one float32 mean over a whole 1024x1024 map was so
+        # far off under a 1e4 offset that the correction left 1.9e-05 in the variance.
+        # (The first level drops its axis: onnxruntime reduces a trailing axis of length 1 slowly.)
+        _reduce("ReduceMean", rows, f"{p}.row_means", "bncheck.axes_3", [3], version,
                 f"{p}/RowMeans", keep=False),
         _reduce("ReduceMean", f"{p}.row_means", f"{p}.shift_nc1", "bncheck.axes_2", [2], version,
                 f"{p}/MeanOfRows"),
         helper.make_node("Reshape", [f"{p}.shift_nc1", "bncheck.nc11"], [shift], name=f"{p}/Shift"),
-        helper.make_node("Sub", [f"{p}.f32", shift], [f"{p}.dev"], name=f"{p}/Dev"),
-        _reduce("ReduceSum", f"{p}.dev", s1, "bncheck.axes_3", [3], version, f"{p}/S1Rows",
+        helper.make_node("Sub", [rows, shift], [f"{p}.dev"], name=f"{p}/Dev"),
+        _reduce("ReduceSum", f"{p}.dev", s1_rows, "bncheck.axes_3", [3], version, f"{p}/S1Rows",
                 keep=False),
-        _reduce("ReduceSumSquare", f"{p}.dev", s2, "bncheck.axes_3", [3], version,
+        _reduce("ReduceSumSquare", f"{p}.dev", s2_rows, "bncheck.axes_3", [3], version,
                 f"{p}/S2Rows", keep=False),
     ]
 

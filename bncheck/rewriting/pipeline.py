@@ -63,13 +63,17 @@ def population_stats(model: Model, runner: Runner, batch_size: int,
 
 
 def layer_shapes(model: Model, example: list[np.ndarray]) -> LayerShapes:
-    """Per-sample input shape of each batch-dependent layer, from one tapped run on ``example``.
+    """Per-sample input shape of each batch-dependent layer, from one tapped run on the first
+    two samples of ``example`` (all of it for a graph that fixes its batch size).
 
     A layer's input shape decides how it is rewritten: (N, C) and 1x1 maps have no per-sample
-    statistics.
+    statistics. Eval mode treats each sample alone, so two samples show every shape (two, not
+    one: a forward that squeezes its batch axis away fails at one). On the bench's ResNet-18
+    layout a batch of 32 took 0.13 s of a 3.4 s `rewrite --mode recalibrate`, two samples 0.014 s.
     """
     probe = TapCollector()
-    model.run(example, [layer.name for layer in model.layers() if layer.needs_stats], probe)
+    sample = example if model.max_batch is not None else [a[:2] for a in example]
+    model.run(sample, [layer.name for layer in model.layers() if layer.needs_stats], probe)
     return probe.shapes
 
 

@@ -65,7 +65,16 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
         checks.append(Check("Dropout active in the written model (two runs of one batch differ; "
                             "1 = identical)", 0.0 if active else 1.0, 0.0))
     runnable = _runnable(written, example)
-    rounding = _rounding(final, example)
+    # Each model's outputs on the example, computed once: several checks compare the same runs
+    # (the rewritten model's alone took four forwards of a recalibrated one).
+    outputs: dict[Model, np.ndarray] = {}
+
+    def on_example(model: Model) -> np.ndarray:
+        if model not in outputs:
+            outputs[model] = model.run(example)
+        return outputs[model]
+
+    rounding = _rounding(final, example, on_example(final))
     if runnable is None:
         # Only the statistics of a bare state_dict written without --arch can be checked.
         checks.append(Check(f"{path.suffix} file runs (a state_dict needs --arch to be run and "
@@ -77,26 +86,27 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
     if runnable is not None:
         checks.append(Check(f"{path.suffix} file ({runnable.runs_on}) reproduces the rewritten "
                             f"model ({final.runs_on})",
-                            rel_error(runnable.run(example), final.run(example)),
+                            rel_error(on_example(runnable), on_example(final)),
                             tol(FIDELITY_TOL)))
     modes = [s.mode for s in stages]
     for i, stage in enumerate(stages):
         later = modes[i + 1:]
         if stage.mode is RewriteMode.FOLD:
             checks.append(Check("fold equals the model before it in eval mode",
-                                rel_error(stage.after.run(example), stage.before.run(example)),
+                                rel_error(on_example(stage.after), on_example(stage.before)),
                                 tol(FOLD_TOL)))
             left = sum(1 for layer in written.layers()
                        if layer.family is Family.BATCH and layer.uses_running_stats)
             checks.append(Check("BatchNorm layers left after fold", float(left), 0.0))
         elif stage.mode is RewriteMode.INSTANCE_NORM and runnable is not None and not later:
             checks.append(Check("output of a sample alone equals it inside a batch",
-                                _alone_vs_batch(runnable, example), tol(INSTANCE_TOL)))
+                                _alone_vs_batch(runnable, example, on_example(runnable)),
+                                tol(INSTANCE_TOL)))
             trained = stage.before.apply(RewriteMode.SPATIAL_REFERENCE, shapes=stage.shapes).model
             # The network in train mode one sample at a time: what it was trained as only if it
             # was trained at batch size 1, which is compare's question, not this check's.
             checks.append(Check("equals the network on batch statistics, one sample at a time",
-                                rel_error(runnable.run(example), _one_at_a_time(trained, example)),
+                                rel_error(on_example(runnable), _one_at_a_time(trained, example)),
                                 tol(FIDELITY_TOL)))
         elif stage.mode is RewriteMode.BATCH_STATS and runnable is not None and not later:
             # The original network with its own norm layers in train mode, at the same batch: a
@@ -105,7 +115,7 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
             trained = stage.before.apply(RewriteMode.SPATIAL_REFERENCE if kept
                                          else RewriteMode.REFERENCE, shapes=stage.shapes).model
             checks.append(Check("equals the network on batch statistics, at the same batch",
-                                rel_error(runnable.run(example), trained.run(example)),
+                                rel_error(on_example(runnable), on_example(trained)),
                                 tol(FIDELITY_TOL)))
         elif stage.mode is RewriteMode.RECALIBRATE and RewriteMode.FOLD not in later:
             checks.append(Check("running stats equal the population statistics",
@@ -135,22 +145,21 @@ def _runnable(written: Model, example: list[np.ndarray]) -> Model | None:
         return None  # a bare state_dict: checked by its statistics instead
 
 
-def _rounding(model: Model, example: list[np.ndarray]) -> float:
+def _rounding(model: Model, example: list[np.ndarray], plain: np.ndarray) -> float:
     """How far float32 rounding alone moves this model's outputs, times a safety margin.
 
     Two runs of the same model on inputs that differ by one float32 rounding step (relative
     2**-24, seeded) differ only by how the network amplifies rounding. A network that normalizes
     tiny maps per sample amplifies it a thousandfold, and then a correct rewrite, computed in
     another order, differs by as much; in float64 the same comparisons agree exactly. A real
-    defect (a dropped activation, say) moves outputs by far more.
+    defect (a dropped activation, say) moves outputs by far more. ``plain`` is the model's
+    output on ``example`` itself.
     """
-    spread = ROUNDING_MARGIN * rel_error(model.run(nudged(example, model.float_eps)),
-                                         model.run(example))
+    spread = ROUNDING_MARGIN * rel_error(model.run(nudged(example, model.float_eps)), plain)
     return spread if math.isfinite(spread) else 0.0
 
 
-def _alone_vs_batch(model: Model, example: list[np.ndarray]) -> float:
-    together = model.run(example)
+def _alone_vs_batch(model: Model, example: list[np.ndarray], together: np.ndarray) -> float:
     worst = 0.0
     for i in range(min(ALONE_SAMPLES, example[0].shape[0])):
         alone = model.run([a[i:i + 1] for a in example])

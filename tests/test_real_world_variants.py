@@ -197,21 +197,22 @@ def test_norm_subclasses_keep_their_behaviour(tmp_path: Path, mode: str,
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def _fixed_batch_model(tmp_path: Path, flatten_with_constant: bool = False) -> Path:
+def _fixed_batch_model(tmp_path: Path, flatten_with_constant: bool = False, batch: int = 1
+                       ) -> Path:
     m = onnx.load(model_path("digits", "onnx"))
     for vi in list(m.graph.input) + list(m.graph.output):
         d = vi.type.tensor_type.shape.dim[0]
         d.ClearField("dim_param")
-        d.dim_value = 1
+        d.dim_value = batch
     if flatten_with_constant:
         # What an export without dynamic axes often does: a Reshape to the constant [1, 256].
         flat = next(n for n in m.graph.node if n.op_type == "Flatten")
-        shape = numpy_helper.from_array(np.array([1, 256], np.int64), "fixed_shape")
+        shape = numpy_helper.from_array(np.array([batch, 256], np.int64), "fixed_shape")
         m.graph.initializer.append(shape)
         flat.op_type = "Reshape"
         flat.input.append("fixed_shape")
         del flat.attribute[:]
-    path = tmp_path / "fixed1.onnx"
+    path = tmp_path / f"fixed{batch}.onnx"
     onnx.save(m, path)
     return path
 
@@ -238,6 +239,31 @@ def test_a_graph_that_only_runs_at_batch_1(tmp_path: Path) -> None:
     r = cli("rewrite", model, "--mode", "fold", "-o", tmp_path / "f.onnx", "--batch-size", "1",
             "--data", DATA / "digits_x.npy")
     assert r.code == 0, r.out + r.err
+
+
+def test_a_graph_that_only_runs_at_batch_4(tmp_path: Path) -> None:
+    model = _fixed_batch_model(tmp_path, flatten_with_constant=True, batch=4)
+    # 250 samples: the eval pass ends on a batch of 2, which is filled up to 4 (it recursed
+    # forever once); 246 leave the noise floor and reference whole batches.
+    data = tmp_path / "x250.npy"
+    np.save(data, np.load(DATA / "digits_x.npy")[:250])
+    r = cli("compare", model, "--data", data, "--format", "json")
+    assert r.code in (0, 1), r.err
+    doc = r.json()
+    assert doc["noise_floor"]["batch_size"] == 4 and doc["samples"]["total"] == 250
+    # Batch statistics of 3 samples cannot be had from a batch of 4: said, not guessed at.
+    r = cli("compare", model, "--data", data, "--train-batch-size", "3")
+    assert r.code == 2 and "divides 4" in r.err and "Traceback" not in r.err
+    # Its layer shapes come from a run of the whole example (two samples would not run), and
+    # the instance-norm checks run single samples, each repeated to fill the batch of 4.
+    out = tmp_path / "in.onnx"
+    r = cli("rewrite", model, "--mode", "instance-norm", "-o", out, "--batch-size", "4",
+            "--data", data)
+    assert r.code == 0, r.out + r.err
+    written = onnx.load(out)
+    assert any(n.op_type == "InstanceNormalization" for n in written.graph.node)
+    # The file still says what the graph needs: batch 4, not a free batch it cannot run.
+    assert written.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

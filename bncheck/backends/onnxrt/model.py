@@ -35,6 +35,7 @@ from bncheck.core.model import (
     PassResult,
     PopulationStats,
     TapFn,
+    TapSummary,
 )
 from bncheck.core.options import Device, RewriteMode
 from bncheck.errors import BncheckError
@@ -71,6 +72,9 @@ class OnnxModel:
                  for d in vi.type.tensor_type.shape.dim[:1] if d.dim_value > 0]
         self.max_batch: int | None = fixed[0] if fixed else None
         self._batch_checked = False
+        # Whether outputs depend on batch composition (BN on batch statistics): a fixed-batch
+        # graph can then be given a smaller batch only when repeating it keeps its statistics.
+        self._batch_stats = any(is_training_mode(n) for n in proto.graph.node)
         # The model's outputs: not the updated running stats a training-mode BN also returns.
         stats_out = {o for n in proto.graph.node if is_training_mode(n) for o in n.output[1:]}
         self._outputs = [o.name for o in proto.graph.output if o.name not in stats_out]
@@ -167,12 +171,14 @@ class OnnxModel:
         With ``stop_after``, a graph cut down to what the first that many taps need runs.
         """
         n = batch[0].shape[0]
-        if self.max_batch is not None and n != self.max_batch and n > 1:
+        if self.max_batch is not None and n > self.max_batch:
             # A fixed-batch graph: one chunk at a time (only batch-independent runs are
             # larger than the model allows; the reference plan caps its batch size).
             step = self.max_batch
             return np.concatenate([self.run([a[i:i + step] for a in batch], taps, on_tap,
                                             stop_after) for i in range(0, n, step)])
+        if self.max_batch is not None and n < self.max_batch:
+            return self._filled(batch, taps, on_tap, stop_after)
         if stop_after is not None:
             taps = taps[:stop_after]
         by_layer = {r.name: r.input for r in self._refs}
@@ -207,6 +213,29 @@ class OnnxModel:
         flat = [np.asarray(got[o], dtype=np.float32).reshape(n, -1) for o in self._outputs]
         return np.concatenate(flat, axis=1)
 
+    def _filled(self, batch: Sequence[np.ndarray], taps: Sequence[str], on_tap: TapFn | None,
+                stop_after: int | None) -> np.ndarray:
+        """Run a batch smaller than a graph that only runs at its fixed size (a pass's last
+        batch, one sample alone): its samples repeated up to that size, the first outputs and
+        tap rows kept. Eval mode treats each sample alone; batch statistics stay the same when
+        every sample repeats equally often, so only a batch size that divides the graph's may
+        run with them."""
+        n, size = batch[0].shape[0], int(self.max_batch or 0)
+        if size % n and self._batch_stats:
+            raise BncheckError(f"{self.path}: the graph only runs at batch size {size}, and a "
+                               f"batch of {n} cannot fill it without changing its batch "
+                               f"statistics; give a batch size that divides {size} "
+                               "(--train-batch-size, or rewrite's --batch-size)")
+        fill = np.arange(size) % n
+
+        def first(name: str, s: TapSummary) -> None:
+            assert on_tap is not None
+            on_tap(name, TapSummary(s.mean[:n], s.m2[:n], s.shape))
+
+        out = self.run([a[fill] for a in batch], taps, first if on_tap is not None else None,
+                       stop_after)
+        return out[:n]
+
     def apply(self, mode: RewriteMode, stats: PopulationStats | None = None,
               shapes: LayerShapes | None = None) -> PassResult:
         """Apply one pass; the graph keeps its opset (very old ones are converted, and say so).
@@ -230,6 +259,8 @@ class OnnxModel:
             notes.append(f"opset {opset(self.proto)} converted to {opset(base)}: older "
                          "BatchNormalization semantics differ")
         new = OnnxModel(proto, self.path, self.device, self.format, self.notes)
+        new._batch_stats = self._batch_stats or mode in (
+            RewriteMode.REFERENCE, RewriteMode.SPATIAL_REFERENCE, RewriteMode.BATCH_STATS)
         # Replaced layers still read the same input tensor; keep tapping them by name.
         tensors = {i for n in proto.graph.node for i in n.input}
         names = {r.name for r in new._refs}
@@ -241,11 +272,14 @@ class OnnxModel:
         return dropout_nodes(self.proto)
 
     def save(self, path: Path, example: Sequence[np.ndarray], keep_dropout: bool = False) -> None:
-        """Write an .onnx file (the caller has vetted the suffix with rewrite.matrix)."""
+        """Write an .onnx file (the caller has vetted the suffix with rewrite.matrix), with a
+        free batch dimension unless the graph only runs at its fixed one."""
         proto = activate_dropout(self.proto) if keep_dropout else onnx.ModelProto()
         if not keep_dropout:
             proto.CopyFrom(self.proto)
-        _dynamic_batch(proto)
+        if self.max_batch is None:
+            # A graph that only runs at its fixed batch size (``runnable``) keeps saying so.
+            _dynamic_batch(proto)
         onnx.save(proto, str(path))
 
 

@@ -270,6 +270,10 @@ def test_launch_outcome_names_the_cause_once() -> None:
     assert killed.code == 2 and killed.messages == (
         "process 3 of 4 was killed by SIGKILL before the job finished, so every process stopped "
         "and nothing was written",)
+    # Under load the agent's timestamps may put its own stop of rank 0 before rank 1's kill.
+    assert _outcome({0: term, 1: kill}, {}, 2).messages == (
+        "process 1 of 2 was killed by SIGKILL before the job finished, so every process stopped "
+        "and nothing was written",)
     # A sentence only rank 1 met; rank 0 saw it stop answering and said so.
     alone = _outcome({0: 2}, {0: "another process stopped answering", 1: "record 9 is bad"}, 2)
     assert alone.code == 2 and alone.messages == ("record 9 is bad",)

@@ -95,7 +95,10 @@ def _outcome(codes: dict[int, int], errors: dict[int, str], nproc: int) -> Launc
     if 0 in errors or alone:
         # Rank 0 printed its sentence before it was stopped, or another rank met one alone.
         return LaunchOutcome(2, tuple(alone + lost))
-    first = next(iter(codes))
+    # The agent stops every other process with SIGTERM once one fails, and under load its
+    # timestamps can put such a stop first: the culprit is the failure that is no SIGTERM.
+    stopped = -int(signal.SIGTERM)
+    first = next((r for r, c in codes.items() if c != stopped), next(iter(codes)))
     return LaunchOutcome(2, (_lost(first, codes[first], nproc),))
 
 

@@ -66,7 +66,8 @@ def verify(path: Path, stages: list[Stage], example: list[np.ndarray], *,
                             "1 = identical)", 0.0 if active else 1.0, 0.0))
     runnable = _runnable(written, example)
     # Each model's outputs on the example, computed once: several checks compare the same runs
-    # (the rewritten model's alone took four forwards of a recalibrated one).
+    # (an instance-norm rewrite ran the written file three times on it, the rewritten model
+    # twice).
     outputs: dict[Model, np.ndarray] = {}
 
     def on_example(model: Model) -> np.ndarray:

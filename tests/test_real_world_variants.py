@@ -205,7 +205,8 @@ def _fixed_batch_model(tmp_path: Path, flatten_with_constant: bool = False, batc
         d.ClearField("dim_param")
         d.dim_value = batch
     if flatten_with_constant:
-        # What an export without dynamic axes often does: a Reshape to the constant [1, 256].
+        # What an export without dynamic axes often does: a Reshape to the constant
+        # [batch, 256].
         flat = next(n for n in m.graph.node if n.op_type == "Flatten")
         shape = numpy_helper.from_array(np.array([batch, 256], np.int64), "fixed_shape")
         m.graph.initializer.append(shape)
@@ -244,7 +245,7 @@ def test_a_graph_that_only_runs_at_batch_1(tmp_path: Path) -> None:
 def test_a_graph_that_only_runs_at_batch_4(tmp_path: Path) -> None:
     model = _fixed_batch_model(tmp_path, flatten_with_constant=True, batch=4)
     # 250 samples: the eval pass ends on a batch of 2, which is filled up to 4 (it recursed
-    # forever once); 246 leave the noise floor and reference whole batches.
+    # forever once); 248 of them give the reference and noise floor whole batches.
     data = tmp_path / "x250.npy"
     np.save(data, np.load(DATA / "digits_x.npy")[:250])
     r = cli("compare", model, "--data", data, "--format", "json")

@@ -178,7 +178,7 @@ class OnnxModel:
             return np.concatenate([self.run([a[i:i + step] for a in batch], taps, on_tap,
                                             stop_after) for i in range(0, n, step)])
         if self.max_batch is not None and n < self.max_batch:
-            return self._filled(batch, taps, on_tap, stop_after)
+            return self._filled(batch, self.max_batch, taps, on_tap, stop_after)
         if stop_after is not None:
             taps = taps[:stop_after]
         by_layer = {r.name: r.input for r in self._refs}
@@ -213,14 +213,14 @@ class OnnxModel:
         flat = [np.asarray(got[o], dtype=np.float32).reshape(n, -1) for o in self._outputs]
         return np.concatenate(flat, axis=1)
 
-    def _filled(self, batch: Sequence[np.ndarray], taps: Sequence[str], on_tap: TapFn | None,
-                stop_after: int | None) -> np.ndarray:
+    def _filled(self, batch: Sequence[np.ndarray], size: int, taps: Sequence[str],
+                on_tap: TapFn | None, stop_after: int | None) -> np.ndarray:
         """Run a batch smaller than a graph that only runs at its fixed size (a pass's last
-        batch, one sample alone): its samples repeated up to that size, the first outputs and
+        batch, one sample alone): its samples repeated up to ``size``, the first outputs and
         tap rows kept. Eval mode treats each sample alone; batch statistics stay the same when
         every sample repeats equally often, so only a batch size that divides the graph's may
         run with them."""
-        n, size = batch[0].shape[0], int(self.max_batch or 0)
+        n = batch[0].shape[0]
         if size % n and self._batch_stats:
             raise BncheckError(f"{self.path}: the graph only runs at batch size {size}, and a "
                                f"batch of {n} cannot fill it without changing its batch "

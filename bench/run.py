@@ -38,6 +38,8 @@ WIDE = 64
 FOLD_SLACK = 0.02
 # The taps overhead is smaller than the run-to-run spread of one pass here: many pairs.
 TAP_PAIRS = 21
+# Runs of one session in a row, in the latency rows (ort_latency).
+LATENCY_BLOCK = 20
 
 from bench.models import resnet18, resnet50, trained_stats  # noqa: E402
 
@@ -180,7 +182,13 @@ def stats_errors(p: dict[str, Path]) -> tuple[float, float]:
 
 
 def ort_latency(paths: dict[str, Path]) -> dict[str, float]:
-    """Median batch-8 latency (ms) per model, rounds interleaved across models."""
+    """Median batch-8 latency (ms) per model, in blocks of runs interleaved across models.
+
+    Blocks, not single runs: after each run a session's worker threads spin for a while,
+    waiting for more work. Interleaved run by run, each of four sessions ran against the
+    spinning threads of the one before it (35 ms a run on this 2-core machine, against 11 ms
+    alone). The first run of each block, which still meets them, is not counted.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -192,11 +200,13 @@ def ort_latency(paths: dict[str, Path]) -> dict[str, float]:
     for s in sessions.values():
         for _ in range(10):
             s.run(None, {"input": x})
-    for _ in range(max(REPEATS, 5) * 40):
+    for _ in range(max(REPEATS, 5) * 3):
         for k, s in sessions.items():
-            t = time.perf_counter()
             s.run(None, {"input": x})
-            times[k].append(time.perf_counter() - t)
+            for _ in range(LATENCY_BLOCK):
+                t = time.perf_counter()
+                s.run(None, {"input": x})
+                times[k].append(time.perf_counter() - t)
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
@@ -385,6 +395,10 @@ NOTES = """
   - `inspect` of the 98 MiB state_dict gave 1.34x, 1.47x, 1.54x and 1.62x in four
     `make bench` runs today (target 1.5x).
   - The onnxruntime latency rows moved by up to 0.1x between runs today.
+  - onnxruntime's worker threads spin for a while after each run. The in-process figures
+    below that interleave sessions in rounds of 8 batches let the first batch of each round
+    meet the spinning threads of the session before it; the latency rows, which took turns
+    run by run, met them on every run until 2026-12-04 (see those rows).
   - The torchrun row is one run per side. It read 71%, 64%, 62% and 50% efficiency in four
     runs today.
 - **torchrun scaling** is measured with one thread per process on this 2-core machine, so the
@@ -402,20 +416,21 @@ NOTES = """
 
 ## Where a target is not met
 
-- **`compare` on ONNX at 256 samples (target 3.0x before issue 24, 3.3x since; 3.10x in this
-  run and 3.32x in the one before it, the two since typer was pinned below 0.29, see "Issue
-  24's rows" below; 4.87x at the issue; 3.44x, 3.41x, 3.61x, 3.41x, 3.43x, 3.85x, 3.42x, 3.44x,
-  3.56x, 3.44x and 3.55x in the eleven runs before those).** The target of 3.0x was below what
-  onnxruntime's own work for these passes takes; 3.3x sits on the edge of it. Two rows show it:
+- **`compare` on ONNX at 256 samples (target 3.0x before issue 24, 3.3x since; 3.43x in this
+  run, 3.10x and 3.32x in the two before it, the three since typer was pinned below 0.29, see
+  "Issue 24's rows" below; 4.87x at the issue; 3.44x, 3.41x, 3.61x, 3.41x, 3.43x, 3.85x, 3.42x,
+  3.44x, 3.56x, 3.44x and 3.55x in the eleven runs before those).** The target of 3.0x was
+  below what onnxruntime's own work for these passes takes; 3.3x sits on the edge of it. Two
+  rows show it:
   - the time inside onnxruntime's `run` calls alone, with start-up, session creation and all of
     bncheck's own work left out (`bench/ort_runs.py`), is over 3.0x what plain inference spends
-    there (3.85x in this run, 3.32x, 4.02x and 3.54x in the three before). The wall-time ratio
-    is a mean of that ratio and start-up's, weighted by the baseline's shares, and start-up's
-    is over 3.0x as well: here about 0.68 s against 0.24 s (1.97 s - 1.29 s, against
-    0.57 s - 0.33 s);
+    there (3.44x in this run; 3.85x, 3.32x, 4.02x and 3.54x in four before). The wall-time
+    ratio is a mean of that ratio and start-up's, weighted by the baseline's shares, and
+    start-up's is over 3.0x as well: here about 0.74 s against 0.22 s (1.94 s - 1.20 s, against
+    0.57 s - 0.35 s);
   - the same `compare` on ResNet-18's own widths (four times the convolution work per sample,
-    so start-up is a far smaller share) is still over 3.0x (3.10x in this run, 2.92x in the
-    one before).
+    so start-up is a far smaller share) is still over 3.0x (3.05x in this run, 3.10x and 2.92x
+    in two before).
     Its run calls took 2.88x, 2.97x and 3.14x the plain ones in three interleaved pairs outside
     `make bench`.
 
@@ -489,18 +504,23 @@ NOTES = """
   (docs/design.md, "Cost"): on the healthy 4096-sample rows both tapped passes stopped tapping
   at 512 samples, and the rest ran untapped. The ONNX row at 4096 samples went from 5.14x (2.78x
   to 3.53x in the runs before that) to 2.56x in the first run with converged taps, then 2.30x
-  and 2.43x in two runs on 2026-12-04, then 2.52x and 2.45x (this run) in two more that day;
-  the slope from 3.19 to 2.30, then 2.10, 2.27, 2.31 and 2.16 plain passes a sample; the torch
-  row at 4096 read 2.50x in the first run (three pairs), then 1.89x, 1.79x, 1.64x and 2.36x
-  (five pairs, as every other row; 1.97x, 2.01x, 2.09x and 2.15x in four runs of these rows
-  alone while the code was written). Right after this run, two more of that torch compare
-  took 24.6 s and 23.3 s (3 passes, taps ended at 512 samples, the noise floor at 128: the
-  same as every run), against the 11.6 s baseline of this run. The ONNX row and the slope sit
-  on their targets (2.4x, 2.2) and fall either side from run to run (Noise). What is left
-  per extra sample on ONNX: a plain eval pass (1.0x), the reference untapped, which cannot fuse
-  BN into Conv (about 1.17x to 1.26x a plain pass), and the noise floor's first batches (128 of
-  4096 samples here). On torch the reference costs more than on onnxruntime: 1.2x to 1.5x a
-  plain eval pass on these CPUs. In torch's profiler, a batch of 32 spends 10.6 ms in
+  and 2.43x in two runs on 2026-12-04, then 2.52x and 2.45x in two more that day, and 2.34x in
+  this run (whose only change was how the latency rows are measured); the slope from 3.19 to
+  2.30, then 2.10, 2.27, 2.31, 2.16 and 2.17 plain passes a sample; the torch row at 4096 read
+  2.50x in the first run (three pairs), then 1.89x, 1.79x, 1.64x, 2.36x and 2.21x (five pairs,
+  as every other row; 1.97x, 2.01x, 2.09x and 2.15x in four runs of these rows alone while the
+  code was written). Right after the run before this one, two more of that torch compare took
+  24.6 s and 23.3 s (3 passes, taps ended at 512 samples, the noise floor at 128: the same as
+  every run), against that run's 11.6 s baseline. The ONNX row and the slope sit on their
+  targets (2.4x, 2.2) and fall either side from run to run (Noise). What is left per extra
+  sample on ONNX: a plain eval pass (1.0x), the reference untapped, which cannot fuse BN into
+  Conv (about 1.17x to 1.26x a plain pass in earlier sessions, 1.42x and 1.46x in two sets of
+  9 interleaved rounds of 8 batches on 2026-12-04), and the noise floor's first batches (128
+  of 4096 samples here). In onnxruntime's profiler the reference spends, per batch of 32, 12.5
+  ms in the training-mode BatchNormalization kernels and 5.9 ms in reorders out of and into
+  the NCHWc layout, against 42.8 ms for the whole plain pass. On torch the reference cost 1.2x
+  to 1.5x a plain eval pass in earlier sessions, and 1.09x in 7 interleaved rounds of 8 batches
+  on 2026-12-04. In torch's profiler, a batch of 32 spends 10.6 ms in
   training-mode `native_batch_norm` against 1.8 ms in eval mode, and the ReLU after it 5.4 ms
   against 1.9 ms (of about 70 ms a batch). One in-process run of 4096 samples: eval 8.8 s (the
   plain pass 7.8 s to 9.6 s in two runs around it), reference 11.6 s, noise floor 0.34 s.
@@ -534,10 +554,11 @@ NOTES = """
   - Sessions: 0.034 s to 0.07 s (tapped) and 0.024 s to 0.025 s (untapped) for this layout.
     The untapped session is a different graph (Conv and BN fused), so sharing the tapped one
     would make the untapped runs slower, not start-up faster.
-  - `rewrite --mode recalibrate` read 1.28x in this run and 1.32x in the one before (target
-    1.5x; 1.54x, 1.49x, 1.47x and 1.40x in the four runs before those; the issue's 2.19x came
-    from an earlier run). Its two passes are unchanged: the second is needed for correctness
-    past the first layer (`test_recalibrate_needs_the_training_batch_size_past_the_first_layer`).
+  - `rewrite --mode recalibrate` read 1.47x in this run, 1.28x and 1.32x in the two before
+    (target 1.5x; 1.54x, 1.49x, 1.47x and 1.40x in the four runs before those; the issue's
+    2.19x came from an earlier run). Its two passes are unchanged: the second is needed for
+    correctness past the first layer
+    (`test_recalibrate_needs_the_training_batch_size_past_the_first_layer`).
     What went is work around them: the layer shapes come from a tapped run of two samples, not
     of the whole example batch (0.13 s to 0.014 s here), and verification runs each model on
     the example once (the rewritten model's outputs were computed twice).
@@ -573,7 +594,8 @@ NOTES = """
       target of 2.2 is that sum.
 - **fold latency (target 1.00x, read with 0.02x slack).** Folding removes the BN nodes, which
   onnxruntime had already fused into Conv; the two graphs run the same kernels, so this row is
-  run-to-run spread: 0.97x in this run, 1.00x, 1.01x and 1.02x to 1.13x in the nine before.
+  run-to-run spread: 1.00x in this run (in turns of runs, see the instance-norm row), 0.97x,
+  1.00x, 1.01x and 1.02x to 1.13x in the ten before.
   Measured in one process right after one of them, the same files read 1.07x and then 1.00x.
   The row counts the nodes onnxruntime runs after its optimizations: fold leaves nothing behind
   (23 and 23: 20 Conv, a ReorderOutput, the ReduceMean and the Gemm in both).
@@ -582,27 +604,40 @@ NOTES = """
   "Issue 24's rows" above for what it is made of).
 - **instance-norm and batch-stats latency (targets 1.15x and 1.35x).** onnxruntime folds the
   original BN into Conv, and per-sample or per-batch statistics cost a reduction per activation.
-  In this run instance-norm 1.27x and batch-stats 1.30x; in the one before, 1.22x and 1.32x;
-  earlier on 2026-12-04, 1.16x and 1.25x; in the nine runs before that, instance-norm 1.22x to
-  1.36x, batch-stats 1.23x to 1.43x (the rewrite passes have not changed since). In one process
-  right after one of them: 1.35x then 1.21x, and 1.38x then 1.26x. Where instance-norm's time
-  goes, from onnxruntime's profiler (batch 8, 60 runs): 14.1 ms of kernels against the original's
-  11.2 ms. The InstanceNormalization kernels take 1.57 ms. The 36 reorders take 0.78 ms:
-  onnxruntime runs Conv in its blocked NCHWc layout and leaves it at every InstanceNormalization
-  (20 ReorderOutput, 16 ReorderInput). The Relu and Add it can no longer fuse into Conv take 0.47
-  ms. The 80 more nodes also cost their dispatch. Other forms, in one run of 200 interleaved
-  rounds (original 34.8 ms): InstanceNormalization 1.22x, the same two-pass statistics from
-  GlobalAveragePool (a pool onnxruntime runs in NCHWc) 1.24x, E[x^2] - E[x]^2 from
-  GlobalAveragePool 1.18x (less exact under an offset), and MeanVarianceNormalization with a scale
-  and shift 1.24x. None keeps the blocked layout: per-sample, per-channel scales and shifts are
-  broadcasts, and onnxruntime's NCHWc pass takes none. onnxruntime's InstanceNormalization CPU
-  kernel is one loop over the N x C maps on one thread (instance_norm.cc). LayerNormalization,
-  which it runs in parallel, over the maps reshaped to (N, C, H*W), with the per-channel scale and
-  shift as Mul and Add: 1.41x against 1.27x (300 interleaved rounds, 2026-12-04). So 1.15x needs a
-  kernel onnxruntime does not have, and the file keeps the one InstanceNormalization node every
-  runtime knows.
-- **`inspect` of the 98 MiB state_dict (target 1.5x)**: between 1.10x and 1.62x in the eleven
-  runs before this one; see Noise.
+  - **How the rows are measured (changed 2026-12-04).** Each session runs 20 times in a row,
+    the sessions in turn, and the first run of each turn is not counted. Until then the four
+    sessions took turns run by run, and each run met the worker threads of the sessions before
+    it, which spin for a while after every run waiting for more work: the original read 34.8 ms
+    to 36.4 ms a run, against 10.6 ms to 11.7 ms in turns of 20 (the same files, minutes
+    apart). The ratios moved less than the times: instance-norm 1.19x and 1.31x, batch-stats
+    1.24x and 1.37x run by run; in turns, instance-norm 1.36x, 1.24x, 1.24x, 1.20x, 1.21x and
+    1.46x, batch-stats 1.35x, 1.31x, 1.67x, 1.33x, 1.33x and 1.72x (six runs). The latencies
+    in the rows before that date are those of four sessions sharing two cores. compare uses its
+    sessions one pass at a time, so only the first run of a pass can meet the threads of the
+    one before, and plain inference has one session.
+  - In this run, in turns: instance-norm 1.18x, batch-stats 1.28x. In the runs before, run by
+    run, instance-norm read 1.27x, 1.22x, 1.16x and 1.22x to 1.36x (batch-stats 1.30x, 1.32x,
+    1.25x, 1.23x to 1.43x; the rewrite passes have not changed since).
+  - Where instance-norm's time goes, from onnxruntime's profiler (batch 8, 60 runs): 14.1 ms of
+    kernels against the original's 11.2 ms. The InstanceNormalization kernels take 1.57 ms. The
+    36 reorders take 0.78 ms: onnxruntime runs Conv in its blocked NCHWc layout and leaves it at
+    every InstanceNormalization (20 ReorderOutput, 16 ReorderInput). The Relu and Add it can no
+    longer fuse into Conv take 0.47 ms. The 80 more nodes also cost their dispatch.
+    onnxruntime's InstanceNormalization CPU kernel is one loop over the N x C maps on one thread
+    (instance_norm.cc).
+  - Other forms of the same arithmetic, in turns of 20 runs (two sets of 15 turns, 2026-12-04,
+    against the original): InstanceNormalization 1.38x and 1.19x; two-pass statistics from
+    GlobalAveragePool (a pool onnxruntime runs in NCHWc) 1.41x and 1.29x; E[x^2] - E[x]^2 from
+    GlobalAveragePool 1.41x and 1.27x (less exact under an offset); ReduceMean over the spatial
+    axes, 1.65x and 1.40x; LayerNormalization, which onnxruntime runs in parallel, over the maps
+    reshaped to (N, C, H*W) with the per-channel affine as Mul and Add, 1.45x and 1.26x. A form
+    that keeps the blocked layout (the per-sample statistics broadcast back by a nearest Resize,
+    which onnxruntime's NCHWc pass takes, and the affine as a depthwise 1x1 Conv) ran 1.47x and
+    1.82x: the pass still left 61 reorders. onnxruntime's NCHWc pass takes no broadcast in Mul or
+    Add. So 1.15x needs a kernel onnxruntime does not have, and the file keeps the one
+    InstanceNormalization node every runtime knows.
+- **`inspect` of the 98 MiB state_dict (target 1.5x)**: 1.15x in this run, between 1.10x and
+  1.62x in the twelve before it; see Noise.
 - **ResNet-50 layout at 224x224 on CPU** is one run of 16 samples: a plain forward of this model
   takes 150 s on these 2 cores (most of it in the kernel: glibc maps and unmaps each activation
   over 32 MiB, and page faults are slow on this VM), so the row is for information.

@@ -582,6 +582,12 @@ NOTES = """
       samples. Their precision depends on how near the running mean is to the data's mean,
       which is what a broken model gets wrong, so every such layer would need a check and a
       fallback as the short form's long rows have;
+    - the three sessions sharing one arena allocator (`session.use_env_allocators`) and one
+      global thread pool, so that no pass meets the spinning threads or the cold arena of
+      another session: whole 256-sample compares took 1.551 s against 1.567 s (15 interleaved
+      rounds; 1.514 s against 1.598 s in 9 before them), the run calls 1.098 s against
+      1.120 s. Within the spread, and both are process-wide settings that the Python API
+      would impose on its caller's own sessions;
     - the reference's sessions built in a second thread during the eval pass: 0.75 s against
       0.68 s one after the other (the eval pass keeps both cores busy);
     - onnxruntime's optimization loop level 0 or 2: sessions built in 0.027 s to 0.034 s either

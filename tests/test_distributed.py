@@ -228,3 +228,49 @@ def test_launch_interrupted_stops_every_process_in_one_sentence() -> None:
     assert p.returncode == 130 and out == "", err[-2000:]
     assert err.splitlines() == ["bncheck: error: interrupted by SIGINT: every process stopped "
                                 "and nothing was written"]
+
+
+
+def test_launch_interrupted_while_torch_imports_is_one_sentence() -> None:
+    # Before the agent takes over the signals, a Ctrl-C was a KeyboardInterrupt traceback from
+    # inside torch's import (at 0.5 s: bncheck's own imports take about 0.25 s, torch's 1 s),
+    # or, raised in its C++, "terminate called after throwing ... pybind11" and exit -6.
+    p = subprocess.Popen([sys.executable, "-m", "bncheck", "compare", MODEL, "--allow-pickle",
+                          "--data", DATA / "digits_x.npy", "--nproc-per-node", "2"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and out == "", err[-2000:]
+    # Interrupted still inside bncheck's own imports, it ends quietly (cli/entry.py).
+    assert err.splitlines() in ([], ["bncheck: error: interrupted by SIGINT: every process "
+                                     "stopped and nothing was written"]), err[-2000:]
+
+# A worker of bncheck's launch, midway through writing a rewrite's output, as the launcher
+# passes a Ctrl-C on to it: the SIGINT arrives while the worker is inside C code.
+_INTERRUPTED_WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+from bncheck.cli.launching import stop_worker_on_interrupt
+from bncheck.rewriting.atomic import staged_output
+
+stop_worker_on_interrupt()
+with staged_output(Path(sys.argv[1])) as staged:
+    staged.path.write_bytes(b"half a model")
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    time.sleep(30)
+"""
+
+
+def test_an_interrupted_worker_raises_nothing_and_leaves_no_staged_file(tmp_path: Path) -> None:
+    # Raised as KeyboardInterrupt inside torch's C++ collectives, the signal aborted rank 0 with
+    # "terminate called after throwing an instance of 'pybind11::error_already_set'".
+    out = tmp_path / "out" / "fixed.onnx"
+    out.parent.mkdir()
+    r = subprocess.run([sys.executable, "-c", _INTERRUPTED_WORKER, str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, check=False,
+                       env={**_env(), "BNCHECK_LAUNCH_DIR": str(tmp_path), "RANK": "0"})
+    assert r.returncode == -signal.SIGINT, r.stderr[-2000:]
+    assert r.stderr == ""  # no KeyboardInterrupt traceback
+    assert list(out.parent.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,6 +252,26 @@ def test_a_noisy_half_precision_reference_says_so_and_what_to_do() -> None:
     quiet = decide(dataclasses.replace(m, half_rounding=0.001))
     assert "rounding is not what moves it" in quiet.reason
     assert "half-precision" not in decide(_measured(0.35, {"eval": 0.5})).reason
+
+
+def test_a_launched_commit_is_recorded_for_the_interrupted_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bncheck.core.launch_records import LAUNCH_DIR_ENV, interrupted, recorded_writes
+    from bncheck.rewriting.atomic import staged_output
+
+    folder, out = tmp_path / "launch", tmp_path / "fixed.onnx"
+    folder.mkdir()
+    monkeypatch.setenv(LAUNCH_DIR_ENV, str(folder))
+    monkeypatch.setenv("RANK", "0")
+    with staged_output(out) as staged:
+        staged.path.write_bytes(b"model")
+        assert recorded_writes(folder) == []  # staged, not yet committed
+        staged.commit()
+    assert recorded_writes(folder) == [str(out)]
+    # Ctrl-C after rank 0 committed: the sentence must not say that nothing was written.
+    assert interrupted("SIGINT", recorded_writes(folder)) == (
+        f"interrupted by SIGINT after {out} was written and verified: every process stopped")
+    assert interrupted("SIGINT", []).endswith("nothing was written")
 
 
 def test_launch_outcome_names_the_cause_once() -> None:

@@ -12,7 +12,12 @@ from typer.core import TyperGroup
 
 from bncheck.cli.compare_cmd import compare
 from bncheck.cli.inspect_cmd import inspect
-from bncheck.cli.launching import launch_request, run_launched, worker_exit
+from bncheck.cli.launching import (
+    launch_request,
+    run_launched,
+    stop_worker_on_interrupt,
+    worker_exit,
+)
 from bncheck.cli.rewrite_cmd import rewrite
 from bncheck.core.launch_records import record_error
 from bncheck.errors import BncheckError
@@ -62,6 +67,7 @@ def main() -> None:
     request = launch_request(sys.argv[1:])
     if request is not None:
         sys.exit(run_launched(*request))
+    stop_worker_on_interrupt()
     try:
         app()
     except SystemExit as e:

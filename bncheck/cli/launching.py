@@ -7,9 +7,14 @@ the job (``WORLD_SIZE`` set); this process only waits for them and exits with th
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import sys
+from types import FrameType
 
-from bncheck.core.launch_records import launched_rank
+from bncheck.core.launch_records import LAUNCH_DIR_ENV, interrupted, launched_rank
 from bncheck.errors import BncheckError
+from bncheck.report.console import error_line
 
 OPTION = "--nproc-per-node"
 # The commands that run passes over the data, and so can share them out.
@@ -40,8 +45,11 @@ def launch_request(argv: list[str]) -> tuple[list[str], int] | None:
 
 def run_launched(args: list[str], nproc: int) -> int:
     """Run the workers; print the job's one sentence if no rank printed it; its exit code."""
-    from bncheck.report.console import error_line
-
+    # Until torch's agent takes SIGINT over, as it starts the workers, a Ctrl-C ends this
+    # process here. Raised as KeyboardInterrupt it could surface inside torch's import or its
+    # rendezvous, in C++ that pybind11 cannot unwind: "terminate called after throwing an
+    # instance of 'pybind11::error_already_set'", exit -6.
+    signal.signal(signal.SIGINT, _stop_before_launch)
     try:
         try:
             from bncheck.backends.pytorch.launch import launch
@@ -57,6 +65,17 @@ def run_launched(args: list[str], nproc: int) -> int:
     return outcome.code
 
 
+def _stop_before_launch(signum: int, frame: FrameType | None) -> None:
+    """SIGINT before any worker started: the job's sentence, then exit at once (raise nothing)."""
+    error_line(interrupted(signal.Signals(signum).name))
+    sys.stderr.flush()
+    # The launch folder, made just before the agent starts, holds nothing yet.
+    folder = os.environ.get(LAUNCH_DIR_ENV)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+    os._exit(128 + signum)
+
+
 def worker_exit(code: int | str | None) -> int | str | None:
     """The exit code a worker of bncheck's launch ends with: rank 0's own, 0 elsewhere.
 
@@ -65,6 +84,31 @@ def worker_exit(code: int | str | None) -> int | str | None:
     """
     rank = launched_rank()
     return code if rank is None or rank == "0" else 0
+
+
+def stop_worker_on_interrupt() -> None:
+    """Under bncheck's launch, end this worker on SIGINT without raising KeyboardInterrupt.
+
+    The launcher passes a Ctrl-C on to its workers as SIGINT and prints the job's one sentence
+    itself. Raised as KeyboardInterrupt, the signal can surface inside torch's C++ collectives,
+    which pybind11 cannot unwind: the worker aborts with "terminate called after throwing an
+    instance of 'pybind11::error_already_set'" on the user's terminal. This handler deletes the
+    staged outputs instead, then lets the signal end the process. (SIGTERM, which the launcher
+    sends when another rank fails, keeps its default: it ends a worker at once, even inside a
+    collective that waits for the failed rank.)
+    """
+    if launched_rank() is None:
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Nothing is staged unless a rewrite imported the module (no import in a handler).
+        atomic = sys.modules.get("bncheck.rewriting.atomic")
+        if atomic is not None:
+            atomic.discard_staged()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGINT, stop)
 
 
 def check_single_launch(nproc: int) -> None:

@@ -7,8 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bncheck.core.launch_records import record_written
 from bncheck.core.paths import exists
 from bncheck.errors import BncheckError
+
+# Staged files neither committed nor removed yet: a worker stopped by a signal deletes them on
+# its way out (``discard_staged``), as the ``finally`` below would have.
+_PENDING: set[Path] = set()
 
 
 def check_destination(out: Path, inputs: list[Path], force: bool) -> None:
@@ -39,14 +44,23 @@ class Staged:
     def commit(self) -> None:
         """Atomically move the finished file into place."""
         os.replace(self.path, self.out)
+        record_written(self.out)
 
 
 @contextmanager
 def staged_output(out: Path) -> Iterator[Staged]:
     """Yield a Staged file; whatever was not committed is deleted on the way out."""
     staged = Staged(out)
+    _PENDING.add(staged.path)
     try:
         yield staged
     finally:
+        _PENDING.discard(staged.path)
         if staged.path.exists():
             staged.path.unlink()
+
+
+def discard_staged() -> None:
+    """Delete every staged file of this process that was not committed."""
+    for path in list(_PENDING):
+        path.unlink(missing_ok=True)

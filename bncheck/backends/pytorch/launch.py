@@ -20,7 +20,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bncheck.core.launch_records import LAUNCH_DIR_ENV, recorded_errors
+from bncheck.core.launch_records import (
+    LAUNCH_DIR_ENV,
+    interrupted,
+    recorded_errors,
+    recorded_writes,
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,8 @@ def launch(args: list[str], nproc: int) -> LaunchOutcome:
         except SignalException as e:
             # Ctrl-C or a kill of this launcher: the agent has stopped every worker.
             name = signal.Signals(e.sigval).name
-            return LaunchOutcome(128 + int(e.sigval), (f"interrupted by {name}: every process "
-                                                       "stopped and nothing was written",))
+            return LaunchOutcome(128 + int(e.sigval),
+                                 (interrupted(name, recorded_writes(Path(log_dir))),))
         except ChildFailedError as e:
             failures = e.failures
             order = sorted(failures, key=lambda r: (failures[r].timestamp, r))

@@ -182,7 +182,7 @@ def test_the_estimating_pass_stops_after_the_layers_it_reads(fmt: str) -> None:
     from bncheck.backends.base import load_model
     from bncheck.core.batchsize import LAYERS_TRIED
     from bncheck.core.data import ImageOptions, open_samples
-    from bncheck.core.reference import running_means, training_batch
+    from bncheck.core.reference import training_batch
     from bncheck.core.runner import Runner
     from bncheck.core.taps import TapCollector
 
@@ -191,7 +191,7 @@ def test_the_estimating_pass_stops_after_the_layers_it_reads(fmt: str) -> None:
                        image=ImageOptions(), limit=None)
     layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}
     assert len(layers) > LAYERS_TRIED
-    whole, cut = TapCollector(running_means(layers)), TapCollector(running_means(layers))
+    whole, cut = TapCollector(rows=LAYERS_TRIED), TapCollector(rows=LAYERS_TRIED)
     order = np.arange(len(src))
     Runner(src, _Stages()).run(model, "eval", 32, order, taps=list(layers), on_tap=whole)
     Runner(src, _Stages()).run(model, "eval", 32, order, taps=list(layers), on_tap=cut,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource
+from bncheck.core.batchsize import LAYERS_TRIED, BatchSizeEstimate, BatchSizeSource
 from bncheck.core.collective import Collective
 from bncheck.core.convergence import Converged
 from bncheck.core.data import SampleSource
@@ -31,7 +31,6 @@ from bncheck.core.reference import (
     SHUFFLE_SEED,
     given_batch,
     plan_reference,
-    running_means,
     training_batch,
 )
 from bncheck.core.rounding import half_rounding, is_half
@@ -99,8 +98,8 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
                             ("no layer normalizes with running statistics: eval mode is the "
                              "trained behaviour, and there is nothing to compare",))
     runner = Runner(src, progress, collective, loader)
-    # The spread around the running means serves only the batch-size estimate.
-    eval_taps = TapCollector(running_means(layers) if train_batch_size is None else None)
+    # Sample rows of the first layers: the batch-size estimate and the input-shift test.
+    eval_taps = TapCollector(rows=LAYERS_TRIED)
     # Eval mode treats each sample alone, so its pass may take the reference's shuffled order:
     # the samples tapped before its taps end are then a random subset of the data.
     shuffled = np.random.default_rng(SHUFFLE_SEED).permutation(n)

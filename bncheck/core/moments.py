@@ -41,49 +41,56 @@ class Moments:
         return self.m2 / max(self.count - 1.0, 1.0)
 
 
-@dataclass
-class Spread:
-    """How per-sample statistics scatter from sample to sample, per channel: power sums of each
-    sample's spatial variance ``w`` and of its mean's distance ``d`` from a fixed ``center``.
+# Per-sample rows a layer keeps for the model of its running average (core/running_average.py):
+# enough to resample training batches from, in memory independent of the sample count.
+MAX_ROWS = 4096
+# Channels kept per row, evenly spaced: the model of the running average scores their typical
+# deviation, which a few dozen channels measure as well as a thousand.
+MAX_ROW_CHANNELS = 32
 
-    The batch-size estimate needs them for its standard errors (docs/design.md, "The training
-    batch size"). The center is the layer's running mean, the same in every process, so sums
-    from several processes add up exactly; it is near the data's mean wherever the estimate
-    trusts a layer, which keeps the power sums well conditioned.
+
+@dataclass
+class SampleRows:
+    """The first ``MAX_ROWS`` samples' per-channel means and spatial variances, for up to
+    ``MAX_ROW_CHANNELS`` channels (``channels`` says which).
+
+    Rows are appended in batch order, and under torchrun merged in global batch order, so one
+    process and several keep the same rows (docs/design.md, "Sharding").
     """
 
-    center: np.ndarray
-    count: float = 0.0
-    w: np.ndarray | float = 0.0
-    w2: np.ndarray | float = 0.0
-    d2: np.ndarray | float = 0.0
-    d4: np.ndarray | float = 0.0
-    wd2: np.ndarray | float = 0.0
+    channels: np.ndarray | None = None
+    mean: list[np.ndarray] = field(default_factory=list)
+    within: list[np.ndarray] = field(default_factory=list)
+    count: int = 0
 
     def add(self, sample_mean: np.ndarray, within: np.ndarray) -> None:
-        """Add (N, C) per-sample means and spatial variances."""
-        d2 = (sample_mean - self.center) ** 2
-        self.count += sample_mean.shape[0]
-        self.w = self.w + within.sum(axis=0)
-        self.w2 = self.w2 + (within * within).sum(axis=0)
-        self.d2 = self.d2 + d2.sum(axis=0)
-        self.d4 = self.d4 + (d2 * d2).sum(axis=0)
-        self.wd2 = self.wd2 + (within * d2).sum(axis=0)
+        """Add (N, C) per-sample means and spatial variances, up to the cap."""
+        if self.channels is None:
+            c = sample_mean.shape[1]
+            self.channels = np.unique(np.linspace(0, c - 1, min(c, MAX_ROW_CHANNELS)).astype(int))
+        take = min(sample_mean.shape[0], MAX_ROWS - self.count)
+        if take <= 0:
+            return
+        self.mean.append(sample_mean[:take, self.channels])
+        self.within.append(within[:take, self.channels])
+        self.count += take
 
-    def merge(self, other: Spread) -> None:
-        """Add another process's sums (same center)."""
-        self.count += other.count
-        self.w, self.w2 = self.w + other.w, self.w2 + other.w2
-        self.d2, self.d4, self.wd2 = self.d2 + other.d2, self.d4 + other.d4, self.wd2 + other.wd2
+    def merge(self, other: SampleRows) -> None:
+        """Append another collector's rows (the batches after these)."""
+        for mean, within in zip(other.mean, other.within, strict=True):
+            if self.channels is None:
+                self.channels = other.channels
+            take = min(mean.shape[0], MAX_ROWS - self.count)
+            if take <= 0:
+                return
+            self.mean.append(mean[:take])
+            self.within.append(within[:take])
+            self.count += take
 
-    def var_of(self, a: float) -> np.ndarray:
-        """Per channel, the variance over samples of ``w + a * d^2``."""
-        n = max(self.count, 1.0)
-        ew, ed2 = np.asarray(self.w) / n, np.asarray(self.d2) / n
-        var_w = np.asarray(self.w2) / n - ew * ew
-        var_d2 = np.asarray(self.d4) / n - ed2 * ed2
-        cov = np.asarray(self.wd2) / n - ew * ed2
-        return np.maximum(var_w + a * a * var_d2 + 2.0 * a * cov, 0.0)
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C') per-sample means and spatial variances of the kept channels."""
+        assert self.mean, "no rows kept"
+        return np.concatenate(self.mean), np.concatenate(self.within)
 
 
 @dataclass
@@ -91,16 +98,16 @@ class LayerAccumulator:
     """Everything compare needs about one layer's input, in memory independent of the sample count.
 
     ``population`` covers every element of every sample; ``sample_means`` are moments of the
-    per-sample channel means; ``within_sum`` adds up per-sample (spatial) variances. ``spread``
-    is kept when the accumulator is given a center (the eval pass that estimates the training
-    batch size).
+    per-sample channel means; ``within_sum`` adds up per-sample (spatial) variances. ``rows`` are
+    kept for the layers nearest the input in the eval pass, where the training batch size and an
+    input shift are read from them.
     """
 
     population: Moments = field(default_factory=Moments)
     sample_means: Moments = field(default_factory=Moments)
     within_sum: np.ndarray | None = None
     spatial: int = 0
-    spread: Spread | None = None
+    rows: SampleRows | None = None
 
     def add(self, mean: np.ndarray, m2: np.ndarray, spatial: int) -> None:
         """Add a batch summarized per sample and channel: (N, C) means and sums of squared
@@ -117,8 +124,8 @@ class LayerAccumulator:
         self.population.merge(float(n * s), batch_mean, s * (within_total + between_m2))
         self.sample_means.merge(float(n), batch_mean, between_m2)
         self.within_sum = within_total if self.within_sum is None else self.within_sum + within_total
-        if self.spread is not None:
-            self.spread.add(sample_mean, within)
+        if self.rows is not None:
+            self.rows.add(sample_mean, within)
 
     def merge(self, other: LayerAccumulator) -> None:
         """Fold in another accumulator of the same layer (another process's batches)."""
@@ -130,8 +137,8 @@ class LayerAccumulator:
             self.within_sum = other.within_sum if self.within_sum is None \
                 else self.within_sum + other.within_sum
         self.spatial = other.spatial or self.spatial
-        if self.spread is not None and other.spread is not None:
-            self.spread.merge(other.spread)
+        if self.rows is not None and other.rows is not None:
+            self.rows.merge(other.rows)
 
     @property
     def within_var(self) -> np.ndarray:

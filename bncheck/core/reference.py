@@ -57,12 +57,6 @@ def training_batch(eval_taps: TapCollector, layers: Mapping[str, NormLayer], n: 
                                min_batch=1 if per_sample else 2)
 
 
-def running_means(layers: Mapping[str, NormLayer]) -> dict[str, np.ndarray]:
-    """The centers an estimating eval pass's ``TapCollector`` keeps the spread around."""
-    return {name: layer.running_mean for name, layer in layers.items()
-            if layer.running_mean is not None}
-
-
 def given_batch(train_batch_size: int) -> BatchSizeEstimate:
     """The training batch size the user gave."""
     return BatchSizeEstimate(train_batch_size, BatchSizeSource.OPTION, "from --train-batch-size")

@@ -1,11 +1,12 @@
 """Telling an input shift (other domain, other preprocessing) from stats that are wrong inside.
 
 Nothing normalizes before the first normalization layer, so what it sees under eval propagation
-is the data itself, pushed through fixed weights. Its running stats were averaged over training
-batches, so for some training batch size B they should read ``mean = data mean`` and
-``within <= var <= within + between``. When no B explains them, the data is not what the model
-was trained on, and re-estimating the stats on it would bake the difference into the model.
-See docs/design.md, "Input shift".
+is the data itself, pushed through fixed weights. Its running stats are a noisy average of the
+statistics of training batches of B samples (``core/running_average.py``): when they lie
+outside what such an average over batches of the sample data could hold, the data is not what
+the model was trained on, and re-estimating the stats on it would bake the difference into the
+model. At B = 1 that average is one of a few single samples' statistics, so it is compared with
+how those scatter, not with the pooled data. See docs/design.md, "The verdict".
 """
 
 from __future__ import annotations
@@ -14,21 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.core.batchsize import ema_factor
+from bncheck.core.batchsize import MIN_ROWS, Z_PLAUSIBLE
 from bncheck.core.data import SampleSource
 from bncheck.core.layers import NormLayer
 from bncheck.core.model import Model
 from bncheck.core.moments import LayerAccumulator
 from bncheck.core.numerics import TINY
+from bncheck.core.running_average import AverageModel, effective_batches
 from bncheck.core.taps import TapCollector
 
-# Running means further from the data's mean than this many running std (median over channels)
-# ... and than this many times their own noise do not describe the data. The running mean is an
-# exponential average of batch means, so it scatters around the data's mean by
-# sqrt(m / (2 - m) * between / B) for momentum m and training batch size B.
+# A shift must also matter: running means further than this many running std from the data's
+# (median over channels), or a running variance outside this factor of what batches of B give.
 MIN_MEAN_SHIFT = 0.1
-MAX_NOISE_RATIO = 3.0
-# Running variances outside [within / this, (within + between) * this] fit no batch size.
 VAR_SLACK = 1.5
 # Stats still within this of (mean 0, var 1) were never updated: that is not an input shift.
 INIT_TOL = 1e-6
@@ -49,17 +47,24 @@ class ShiftEvidence:
 
     layer: str
     mean_shift: float  # median over channels, in running std
-    var_ratio: float  # median running_var / the data's variance at that layer
+    var_ratio: float  # median running_var / what a running average over batches of B reads
+    batch: int  # the training batch size judged at
+    score: float  # standard deviations beyond what such an average holds
+    batches: float  # how many batches the running average is worth
 
     def describe(self) -> str:
         """One clause with the figures."""
         return (f"at {self.layer}, the first normalization layer, the data's channel means are "
-                f"{self.mean_shift:.2f} running std from the running means and its variance is "
-                f"{1 / self.var_ratio:.3g}x the running variance")
+                f"{self.mean_shift:.2f} running std from the running means and its variance in "
+                f"batches of {self.batch} is {1 / self.var_ratio:.3g}x the running variance, "
+                f"{self.score:.1f} standard deviations beyond what a running average of about "
+                f"{self.batches:.3g} such batches holds")
 
     def to_json(self) -> dict[str, object]:
         """JSON-ready dict."""
-        return {"layer": self.layer, "mean_shift": self.mean_shift, "var_ratio": self.var_ratio}
+        return {"layer": self.layer, "mean_shift": self.mean_shift, "var_ratio": self.var_ratio,
+                "train_batch_size": self.batch, "score": self.score,
+                "average_batches": self.batches}
 
 
 def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
@@ -68,6 +73,7 @@ def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
 
     ``batch_size`` is the training batch size. Stats that are not finite, negative or still at
     their initial values are broken stats, not a shift: recalibration is the fix for those.
+    The accumulator must keep its sample rows.
     """
     rm, rv = layer.running_mean, layer.running_var
     mu = acc.population.mean
@@ -77,17 +83,20 @@ def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
         return None
     if np.all(np.abs(rm) <= INIT_TOL) and np.all(np.abs(rv - 1.0) <= INIT_TOL):
         return None
-    within, total, between = acc.within_var, acc.population.var, acc.between_var
-    noise = np.sqrt(ema_factor(layer) * between / batch_size)
+    if acc.rows is None or acc.rows.count < MIN_ROWS:
+        return None
+    model = AverageModel(layer, acc.rows, acc.spatial)
+    score = model.score(batch_size)
+    if score.value <= Z_PLAUSIBLE:
+        return None
+    _, expected_var = model.expected(batch_size)
     with np.errstate(all="ignore"):
         shift = float(np.median(np.abs(mu - rm) / np.sqrt(rv)))
-        ratio = float(np.median(np.abs(mu - rm) / np.maximum(noise, TINY)))
-        low = float(np.median(rv / np.maximum(within, TINY))) if acc.spatial > 1 else np.inf
-        high = float(np.median(rv / np.maximum(total, TINY)))
-    mean_off = shift > MIN_MEAN_SHIFT and ratio > MAX_NOISE_RATIO
-    if not mean_off and low * VAR_SLACK >= 1.0 and high <= VAR_SLACK:
+        ratio = float(np.median(model.rv / np.maximum(expected_var, TINY)))
+    if shift <= MIN_MEAN_SHIFT and 1.0 / VAR_SLACK <= ratio <= VAR_SLACK:
         return None
-    return ShiftEvidence(layer.name, shift, high)
+    return ShiftEvidence(layer.name, shift, ratio, batch_size, score.value,
+                         effective_batches(layer))
 
 
 @dataclass(frozen=True)

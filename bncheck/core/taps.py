@@ -3,34 +3,31 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-
-import numpy as np
 
 from bncheck.core.model import TapSummary
-from bncheck.core.moments import LayerAccumulator, Spread
+from bncheck.core.moments import LayerAccumulator, SampleRows
 
 
 class TapCollector:
     """Callable handed to ``Model.run`` as ``on_tap``.
 
-    ``centers`` (a layer's running mean, by name) make the layers named there keep their
-    sample-to-sample spread as well (``Spread``), which the batch-size estimate needs.
+    With ``rows``, the first ``rows`` layers the data reaches keep per-sample rows as well
+    (``SampleRows``): the training batch size and an input shift are read from them.
     """
 
-    def __init__(self, centers: Mapping[str, np.ndarray] | None = None) -> None:
+    def __init__(self, rows: int = 0) -> None:
         self.acc: dict[str, LayerAccumulator] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}  # per-sample input shape, by layer
-        self.centers = dict(centers or {})
+        self.rows = rows
 
     def empty(self) -> TapCollector:
         """A new collector that keeps what this one keeps (one batch of another process)."""
-        return TapCollector(self.centers)
+        return TapCollector(self.rows)
 
     def _acc(self, name: str) -> LayerAccumulator:
         if name not in self.acc:
-            center = self.centers.get(name)
-            self.acc[name] = LayerAccumulator(spread=None if center is None else Spread(center))
+            keep = len(self.acc) < self.rows
+            self.acc[name] = LayerAccumulator(rows=SampleRows() if keep else None)
         return self.acc[name]
 
     def __call__(self, name: str, summary: TapSummary) -> None:

@@ -129,11 +129,46 @@ def decide(c: Measurements) -> Verdict:
                        if advice else "")
     where = f"; it departs first at layer {first}" if first else ""
     if c.shift is not None:
-        return Verdict(VerdictKind.MISMATCH, Diagnosis.INPUT_SHIFT, FixMode.NONE,
-                       f"{figures}{where}. The inputs differ from the data the model was trained "
-                       f"on: {c.shift.describe()}. {_preprocessing_advice(c)}", tol, first,
-                       fix, advice)
+        return _shifted(c, figures + where, tol, first, fix, advice)
     return _internal(c, figures + where, tol, first)
+
+
+def _shifted(c: Measurements, figures: str, tol: float, first: str | None, fix: FixMode,
+             advice: str) -> Verdict:
+    """An input shift. A candidate within tolerance is still recommended where the reading
+    cannot make it wrong (instance-norm: a per-sample gain and offset do not change what it
+    normalizes to), and every other one within tolerance gets the sentence that says why not."""
+    assert c.shift is not None
+    reason = (f"{figures}. The inputs differ from the data the model was trained on: "
+              f"{c.shift.describe()}. {_preprocessing_advice(c)}")
+    inorm = c.candidates.get(FixMode.INSTANCE_NORM.value)
+    if inorm is not None and inorm.mean <= tol and c.train_batch.source.is_known \
+            and not _lowers_metric(c, inorm):
+        return Verdict(VerdictKind.MISMATCH, Diagnosis.INPUT_SHIFT, FixMode.INSTANCE_NORM,
+                       f"{reason} Under either reading, instance-norm comes to "
+                       f"{_f(inorm.mean)}, within tolerance: it normalizes each sample by its "
+                       "own statistics, which a per-sample gain and offset do not change.",
+                       tol, first, fix, advice)
+    why_not = {
+        FixMode.RECALIBRATE: "it would fit the running statistics to this data, so apply it "
+                             "only if this data is what you deploy on",
+        FixMode.INSTANCE_NORM: "that rests on the training batch size, which "
+                               f"{_unknown(c)}; give --train-batch-size",
+        FixMode.BATCH_STATS: "it would take every batch's statistics from the data it is "
+                             "given and make outputs depend on the batch",
+    }
+    for mode in PREFERENCE:
+        d = c.candidates.get(mode.value)
+        if d is not None and d.mean <= tol and not _lowers_metric(c, d):
+            reason += f" {mode.value} comes to {_f(d.mean)}, within tolerance, but {why_not[mode]}."
+    return Verdict(VerdictKind.MISMATCH, Diagnosis.INPUT_SHIFT, FixMode.NONE, reason, tol,
+                   first, fix, advice)
+
+
+def _unknown(c: Measurements) -> str:
+    """How the training batch size is not known, as a clause."""
+    return ("could not be estimated" if c.train_batch.source is BatchSizeSource.ASSUMED
+            else "the data does not pin down")
 
 
 def _internal(c: Measurements, figures: str, tol: float, first: str | None) -> Verdict:
@@ -155,13 +190,11 @@ def _internal(c: Measurements, figures: str, tol: float, first: str | None) -> V
     best = within[0] if within else min(safe, key=lambda d: d.mean)
     mode = FixMode(best.name)
     if mode in BATCH_DEPENDENT and not c.train_batch.source.is_known:
-        known = ("could not be estimated" if c.train_batch.source is BatchSizeSource.ASSUMED
-                 else "the data does not pin down")
         return _inconclusive(
             c, tol, first,
             f"{figures}. {best.name} comes closest, but that rests on the training batch size, "
-            f"which {known} ({c.train_batch.detail}). Give --train-batch-size", FixMode.NONE,
-            "")
+            f"which {_unknown(c)} ({c.train_batch.detail}). Give --train-batch-size",
+            FixMode.NONE, "")
     others = ", ".join(f"{d.name} {_f(d.mean)}" for d in fixes if d is not best)
     closing = "" if within else "; no candidate is within tolerance, this one comes closest"
     metric = ""

@@ -11,7 +11,7 @@ from bncheck.core.batchsize import LAYERS_TRIED
 from bncheck.core.model import LayerShapes, Model
 from bncheck.core.moments import Moments
 from bncheck.core.options import RewriteMode
-from bncheck.core.reference import given_batch, plan_reference, running_means, training_batch
+from bncheck.core.reference import SHUFFLE_SEED, given_batch, plan_reference, training_batch
 from bncheck.core.runner import Runner
 from bncheck.core.taps import TapCollector
 
@@ -48,8 +48,10 @@ def population_stats(model: Model, runner: Runner, batch_size: int,
         # The eval pass would only estimate what the user gave: one pass less.
         train = given_batch(train_batch_size)
     else:
-        eval_taps = TapCollector(running_means(layers))
-        runner.run(model, "eval", batch_size, np.arange(n), taps=list(layers),
+        # compare's order, so the sample rows the estimate reads are the same samples.
+        eval_taps = TapCollector(rows=LAYERS_TRIED)
+        order = np.random.default_rng(SHUFFLE_SEED).permutation(n)
+        runner.run(model, "eval", batch_size, order, taps=list(layers),
                    on_tap=eval_taps, keep_outputs=False, stop_after=LAYERS_TRIED).close()
         train = training_batch(eval_taps, layers, n, shapes)
     plan = plan_reference(train, n, model.max_batch)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bncheck.core.moments import LayerAccumulator, Spread
+from bncheck.core.moments import LayerAccumulator, SampleRows
 
 
-def accumulate(*batches: np.ndarray, center: np.ndarray | None = None) -> LayerAccumulator:
-    """A LayerAccumulator fed whole (N, C, *spatial) batches, reduced here in float64; with a
-    ``center`` it keeps the spread too, as the estimating eval pass does."""
-    acc = LayerAccumulator(spread=None if center is None else Spread(center))
+def accumulate(*batches: np.ndarray, rows: bool = False) -> LayerAccumulator:
+    """A LayerAccumulator fed whole (N, C, *spatial) batches, reduced here in float64; with
+    ``rows`` it keeps per-sample rows too, as the eval pass does for the first layers."""
+    acc = LayerAccumulator(rows=SampleRows() if rows else None)
     for x in batches:
         xs = x.astype(np.float64).reshape(x.shape[0], x.shape[1], -1)
         mean = xs.mean(axis=2)

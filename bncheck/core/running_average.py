@@ -1,0 +1,235 @@
+"""Running statistics as what they are: a noisy average of training batches' statistics.
+
+A BatchNorm layer's ``running_mean`` and ``running_var`` are an exponential average (torch
+momentum m: the newest batch weighs m, the one before m(1 - m), ...) or, with momentum None, a
+cumulative one, of the statistics of the batches it was trained on. At batch size 1 and torch's
+momentum 0.1 that is an average of about 19 single samples' statistics, which scatters far from
+any population value when samples differ; at momentum 0.9 (Keras' 0.1) it is about the last
+sample's. So the question "could these running statistics have come from batches of B samples
+like these?" has an answer only as a distribution.
+
+``AverageModel`` builds that distribution from the sample data's per-sample statistics
+(``SampleRows``): each replicate draws a population like the samples' (a bootstrap: the samples
+are not the training set), then training batches of B from it, and runs the layer's own
+recursion over them. How far the observed running statistics lie from the replicates' centre,
+against how far the replicates themselves lie, is the layer's **score** at B: a z-score, near 0
+where the observed statistics are typical of such an average, large where they are not (too far,
+or, where the replicates scatter far more than the observed statistics, too close). See
+docs/design.md, "The training batch size" and "The verdict".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from bncheck.core.layers import MomentumNote, NormLayer
+from bncheck.core.moments import SampleRows
+from bncheck.core.numerics import TINY
+
+# Momentum assumed where the file does not say (torch's default), in torch's convention.
+DEFAULT_MOMENTUM = 0.1
+# Replicate running averages per batch size.
+REPLICATES = 128
+# The newest batches are drawn sample by sample; all older ones together hold a weight small
+# per batch, and their sum is taken as Gaussian.
+EXACT_BATCHES = 16
+# A batch of B samples is drawn as min(B, ROWS_PER_BATCH) rows whose deviation from the
+# population is scaled to a batch of B: exact up to ROWS_PER_BATCH, and in mean and variance
+# (with the samples' cross-channel correlation) beyond, where batches are nearly Gaussian.
+ROWS_PER_BATCH = 8
+# The weights move while a running average runs, so each channel's running statistics lag what
+# the final weights give by an amount no sample shows: each replicate's channels are moved by
+# this much, relatively (log variance; mean in running std).
+DRIFT = 0.1
+# Running statistics are never known better than this, relatively (float32 sums): a floor
+# under the replicates' spread.
+FLOOR_REL = 0.01
+SEED = 20240
+# The fewest degrees of freedom the replicates' deviations are matched to (one channel: 1).
+MIN_DOF = 0.5
+
+
+@dataclass(frozen=True)
+class AverageWeights:
+    """The weights of the batches in a running average, newest first: ``exact`` for the newest,
+    and the total and squared total of all older ones."""
+
+    exact: np.ndarray
+    tail: float
+    tail_sq: float
+
+    @property
+    def variance_factor(self) -> float:
+        """Variance of the running average over that of one batch's statistic."""
+        return float(np.sum(self.exact ** 2)) + self.tail_sq
+
+
+def average_weights(layer: NormLayer) -> AverageWeights:
+    """The weights of ``layer``'s running average: exponential with its momentum (torch's
+    default where the file does not say), or cumulative over ``num_batches_tracked`` batches."""
+    if layer.momentum_note is MomentumNote.CUMULATIVE and layer.num_batches_tracked:
+        t = int(layer.num_batches_tracked)
+        k = min(t, EXACT_BATCHES)
+        return AverageWeights(np.full(k, 1.0 / t), (t - k) / t, (t - k) / (t * t))
+    m = float(layer.momentum) if layer.momentum else DEFAULT_MOMENTUM
+    m = min(max(m, 1e-6), 1.0)
+    keep = 1.0 - m
+    exact = m * keep ** np.arange(EXACT_BATCHES)
+    tail = keep ** EXACT_BATCHES
+    tail_sq = m * m * keep ** (2 * EXACT_BATCHES) / (1.0 - keep * keep) if keep < 1.0 else 0.0
+    return AverageWeights(exact, tail, tail_sq)
+
+
+def effective_batches(layer: NormLayer) -> float:
+    """How many batches the running average is worth: 1 / its variance factor (about
+    (2 - m) / m for torch momentum m)."""
+    return 1.0 / average_weights(layer).variance_factor
+
+
+@dataclass(frozen=True)
+class Score:
+    """How typical a layer's running statistics are of an average over batches of B.
+
+    ``mean`` and ``var`` are z-scores of how far the observed running means and log running
+    variances lie from the replicates' centre, against how far the replicates themselves lie
+    (positive: further); ``loglik`` is their Gaussian log-likelihood per channel, which is
+    highest at the batch size whose average is tightest around what was observed.
+    """
+
+    batch: int
+    mean: float
+    var: float
+    loglik: float
+
+    @property
+    def value(self) -> float:
+        """The larger z-score: 3 is rare (one-sided 99.9%), below it is plausible."""
+        return max(self.mean, self.var)
+
+
+class AverageModel:
+    """Replicate running averages of one layer, at any training batch size, from sample rows.
+
+    Draws are fixed by ``SEED`` (the same for every layer, so replicates of several layers use
+    the same samples), so the same rows always give the same scores, in one process or several.
+    """
+
+    def __init__(self, layer: NormLayer, rows: SampleRows, spatial: int) -> None:
+        assert layer.running_mean is not None and layer.running_var is not None
+        assert rows.channels is not None
+        self.layer = layer
+        self.mean_rows, self.within_rows = rows.arrays()
+        self.spatial = spatial
+        self.rm = layer.running_mean[rows.channels]
+        self.rv = layer.running_var[rows.channels]
+        self.weights = average_weights(layer)
+
+    @cached_property
+    def _draws(self) -> tuple[np.ndarray, ...]:
+        """Per replicate: its population's moments and the newest batches' row means.
+
+        Returns (mu, q_bar, var_m, var_q, dm, dq, z) where, per replicate and channel, ``mu`` is
+        the population mean, ``q = w + (m - mu)^2`` the sample's contribution to a batch
+        variance, ``q_bar`` its mean, ``var_m``/``var_q`` the variances of m and q over the
+        population; ``dm``/``dq`` (replicate, batch, rows, channel) are cumulative means over the
+        first r rows of each drawn batch of (m - mu) and (q - q_bar); ``z`` four standard normals
+        per replicate and channel for the older batches, two for the drift.
+        """
+        w = self.within_rows
+        # Centred, so the power sums below stay well conditioned under a large offset.
+        m = self.mean_rows - self.mean_rows.mean(axis=0)
+        n = m.shape[0]
+        rng = np.random.default_rng(SEED)
+        pop = rng.integers(0, n, (REPLICATES, n))
+        # How often each sample is in each replicate's population: its moments are then
+        # weighted sums, with no (replicate, sample, channel) array.
+        counts = np.zeros((REPLICATES, n))
+        np.add.at(counts, (np.arange(REPLICATES)[:, None], pop), 1.0 / n)
+        a = w + m * m  # q = a - 2 m mu + mu^2
+        e_m, e_a = counts @ m, counts @ a
+        e_mm, e_aa, e_am = counts @ (m * m), counts @ (a * a), counts @ (a * m)
+        mu = e_m
+        var_m = np.maximum(e_mm - mu * mu, 0.0)
+        q_bar = e_a - mu * mu
+        # E[q^2] from the power sums of a and m about this replicate's mean.
+        e_qq = (e_aa + 4.0 * mu * mu * e_mm + mu ** 4 - 4.0 * mu * e_am + 2.0 * mu * mu * e_a
+                - 4.0 * mu ** 3 * e_m)
+        var_q = np.maximum(e_qq - q_bar * q_bar, 0.0)
+        k = len(self.weights.exact)
+        pick = rng.integers(0, n, (REPLICATES, k * ROWS_PER_BATCH))
+        rows = np.take_along_axis(pop, pick, axis=1)  # sample indices, (K, k * R)
+        bm = (m[rows] - mu[:, None, :]).reshape(REPLICATES, k, ROWS_PER_BATCH, -1)
+        bq = (w[rows] + (m[rows] - mu[:, None, :]) ** 2 - q_bar[:, None, :]).reshape(
+            REPLICATES, k, ROWS_PER_BATCH, -1)
+        count = np.arange(1, ROWS_PER_BATCH + 1)[None, None, :, None]
+        dm = np.cumsum(bm, axis=2) / count
+        dq = np.cumsum(bq, axis=2) / count
+        z = rng.standard_normal((4, REPLICATES, m.shape[1]))
+        return mu + self.mean_rows.mean(axis=0), q_bar, var_m, var_q, dm, dq, z
+
+    def replicates(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(K, C') running means and running variances that training at batch size ``batch``
+        on data like the samples leaves, one row per replicate."""
+        mu, q_bar, var_m, var_q, dm, dq, z = self._draws
+        r = min(batch, ROWS_PER_BATCH)
+        scale = math.sqrt(r / batch)
+        batch_dm = scale * dm[:, :, r - 1, :]
+        batch_mean = mu[:, None, :] + batch_dm
+        batch_var = q_bar[:, None, :] + scale * dq[:, :, r - 1, :] - batch_dm ** 2
+        values = batch * self.spatial
+        # torch stores unbiased batch variances, Keras biased ones.
+        bessel = values / max(values - 1.0, 1.0) if self.layer.unbiased_var else 1.0
+        wts = self.weights
+        exact = wts.exact[None, :, None]
+        run_mean = (exact * batch_mean).sum(axis=1)
+        run_var = bessel * (exact * batch_var).sum(axis=1)
+        # The older batches: their weighted sum, Gaussian about its expectation.
+        tail_sd = math.sqrt(wts.tail_sq / batch)
+        run_mean += wts.tail * mu + tail_sd * np.sqrt(var_m) * z[0]
+        run_var += bessel * (wts.tail * (q_bar - var_m / batch)
+                             + tail_sd * np.sqrt(var_q) * z[1])
+        run_var = np.maximum(run_var, TINY)
+        run_mean += DRIFT * np.sqrt(run_var) * z[2]
+        return run_mean, run_var * np.exp(DRIFT * z[3])
+
+    def score(self, batch: int) -> Score:
+        """How typical the observed running statistics are of the replicates at ``batch``."""
+        run_mean, run_var = self.replicates(batch)
+        mean_floor = FLOOR_REL * np.sqrt(np.maximum(self.rv, TINY))
+        z_mean, ll_mean = _typicality(self.rm, run_mean, mean_floor)
+        z_var, ll_var = _typicality(np.log(np.maximum(self.rv, TINY)), np.log(run_var),
+                                    FLOOR_REL)
+        return Score(batch, z_mean, z_var, ll_mean + ll_var)
+
+    def expected(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The replicates' median running mean and running variance at ``batch``, per kept
+        channel: what the layer's running statistics would typically read."""
+        run_mean, run_var = self.replicates(batch)
+        return np.median(run_mean, axis=0), np.median(run_var, axis=0)
+
+
+def _typicality(observed: np.ndarray, replicates: np.ndarray, floor: np.ndarray | float
+                ) -> tuple[float, float]:
+    """(z-score, log-likelihood) of an observed vector among replicates of it.
+
+    The z-score places the observed vector's mean squared standardized deviation ``d`` in the
+    upper tail of the replicates' own: those are matched to a scaled chi-square (Satterthwaite:
+    its degrees of freedom ``h`` are fewer than the channels where channels move together, so
+    they are not counted as independent evidence), and the tail is taken to a normal z by
+    Wilson and Hilferty's cube root. The log-likelihood is Gaussian per channel, averaged.
+    """
+    centre = np.median(replicates, axis=0)
+    spread = np.maximum(replicates.std(axis=0), floor)
+    z_obs = (observed - centre) / spread
+    d_obs = float(np.mean(z_obs ** 2))
+    d_rep = np.mean(((replicates - centre) / spread) ** 2, axis=1)
+    mean_d, var_d = float(d_rep.mean()), float(d_rep.var())
+    h = max(2.0 * mean_d * mean_d / max(var_d, TINY), MIN_DOF)
+    k = 2.0 / (9.0 * h)
+    z = ((d_obs / max(mean_d, TINY)) ** (1.0 / 3.0) - (1.0 - k)) / math.sqrt(k)
+    loglik = float(np.mean(-0.5 * z_obs ** 2 - np.log(spread)))
+    return z, loglik

@@ -3,7 +3,7 @@
 A fast subset of ``bench/seed_suite.py``: torch generators trained here at batch size 1 with
 momentum 0.1, 0.01 and None, on data whose per-sample exposure spread runs from half to wide,
 each asked with no options. (Momentum 0.9 with no exposure spread reads B as 1 to 8, and the
-Keras U-Net at Keras momentum 0.1 fails the bar: both open, see the bench table.) Each must be a mismatch, fixed by
+Keras U-Net at Keras momentum 0.1 fails the bar: both open.) Each must be a mismatch, fixed by
 instance-norm, at an estimated training batch size of 1, and the rewrite command compare
 prints, run verbatim, must come within 5% of the trained behaviour's L1 error. A model trained
 at batch size 4 must have 4 in its plausible range and never be offered instance-norm.

@@ -97,7 +97,7 @@ def estimate_batch_size(first_layers: list[tuple[NormLayer, LayerAccumulator]], 
     for layer, acc in first_layers[:LAYERS_TRIED]:
         if acc.spatial <= 1:
             continue
-        misfit = _unusable(layer, acc)
+        misfit = _unusable(layer, acc, need_spread=False)
         if misfit is not None:
             reasons.append(misfit.reason)
             if misfit.ends_search:
@@ -105,7 +105,18 @@ def estimate_batch_size(first_layers: list[tuple[NormLayer, LayerAccumulator]], 
             continue
         assert acc.rows is not None
         model = AverageModel(layer, acc.rows, acc.spatial)
-        scores = {b: model.score(b) for b in grid}
+        flat = _unusable(layer, acc)
+        if flat is not None:
+            # Batch sizes look alike here; but stats that no average of this data holds at any
+            # of them describe other inputs, and so do the layers after.
+            fit = model.score(DEFAULT_BATCH).fit
+            if fit > Z_PLAUSIBLE:
+                reasons.append(f"running stats of {layer.name} do not describe the sample data "
+                               f"({fit:.1f} standard deviations from a running average of it)")
+                break
+            reasons.append(flat.reason)
+            continue
+        scores = model.scores(grid)
         name = layer.name
         # Only the first layer that tells batch sizes apart is a witness: the layers after it
         # see, in eval mode, inputs that its running stats normalized, not the batch statistics
@@ -117,18 +128,17 @@ def estimate_batch_size(first_layers: list[tuple[NormLayer, LayerAccumulator]], 
                                  "(give --train-batch-size to set it)")
     plausible = [b for b in grid if scores[b].value <= Z_PLAUSIBLE]
     if not plausible:
-        closest = min(scores.values(), key=lambda s: s.value)
+        closest = min(scores.values(), key=lambda s: s.fit)
         return BatchSizeEstimate(fallback, BatchSizeSource.ASSUMED,
                                  f"running stats of {name} fit no batch size (the closest, "
-                                 f"{closest.batch}, scores {closest.value:.1f} standard "
+                                 f"{closest.batch}, scores {closest.fit:.1f} standard "
                                  "deviations from a running average of such batches); assumed "
                                  f"{fallback} (give --train-batch-size to set it)")
     low, top = plausible[0], plausible[-1]
     high = None if top == grid[-1] else top
     # The most likely size: the one whose average is tightest around what was observed.
     best = max(plausible, key=lambda b: scores[b].loglik)
-    figures = (f"the running stats of {name} are most likely an average over batches of "
-               f"{best} (score {scores[best].value:.1f})")
+    figures = f"the running stats of {name} are most likely an average over batches of {best}"
     if high is not None and high <= MAX_SPAN * low:
         span = f"{low}" if low == high else f"{low} to {high}"
         return BatchSizeEstimate(best, BatchSizeSource.ESTIMATED,
@@ -152,15 +162,17 @@ class _Misfit:
     ends_search: bool = False
 
 
-def _unusable(layer: NormLayer, acc: LayerAccumulator) -> _Misfit | None:
-    """Why a layer gives no evidence, or None."""
+def _unusable(layer: NormLayer, acc: LayerAccumulator, *, need_spread: bool = True
+              ) -> _Misfit | None:
+    """Why a layer gives no evidence, or None. ``need_spread``: its per-sample means must also
+    vary enough to tell batch sizes apart."""
     assert layer.running_mean is not None and layer.running_var is not None
     if not np.isfinite(layer.running_mean).all() or not np.isfinite(layer.running_var).all():
         return _Misfit(f"running stats of {layer.name} are not finite", ends_search=True)
     if acc.rows is None or acc.rows.count < MIN_ROWS:
         return _Misfit(f"too few samples reached {layer.name} to model its running average")
     share = acc.between_var / np.maximum(layer.running_var, TINY)
-    if float(np.median(share)) < MIN_BETWEEN_SHARE:
+    if need_spread and float(np.median(share)) < MIN_BETWEEN_SHARE:
         return _Misfit(f"per-sample means at {layer.name} barely vary "
                        f"({100 * float(np.median(share)):.1f}% of the variance), so the batch "
                        "size cannot be read from it")

@@ -68,21 +68,18 @@ class SampleRows:
         if self.channels is None:
             c = sample_mean.shape[1]
             self.channels = np.unique(np.linspace(0, c - 1, min(c, MAX_ROW_CHANNELS)).astype(int))
-        take = min(sample_mean.shape[0], MAX_ROWS - self.count)
-        if take <= 0:
-            return
-        self.mean.append(sample_mean[:take, self.channels])
-        self.within.append(within[:take, self.channels])
-        self.count += take
+        self._append(sample_mean[:, self.channels], within[:, self.channels])
 
     def merge(self, other: SampleRows) -> None:
         """Append another collector's rows (the batches after these)."""
+        if self.channels is None:
+            self.channels = other.channels
         for mean, within in zip(other.mean, other.within, strict=True):
-            if self.channels is None:
-                self.channels = other.channels
-            take = min(mean.shape[0], MAX_ROWS - self.count)
-            if take <= 0:
-                return
+            self._append(mean, within)
+
+    def _append(self, mean: np.ndarray, within: np.ndarray) -> None:
+        take = min(mean.shape[0], MAX_ROWS - self.count)
+        if take > 0:
             self.mean.append(mean[:take])
             self.within.append(within[:take])
             self.count += take

@@ -11,10 +11,10 @@ like these?" has an answer only as a distribution.
 ``AverageModel`` builds that distribution from the sample data's per-sample statistics
 (``SampleRows``): each replicate draws a population like the samples' (a bootstrap: the samples
 are not the training set), then training batches of B from it, and runs the layer's own
-recursion over them. How far the observed running statistics lie from the replicates' centre,
-against how far the replicates themselves lie, is the layer's **score** at B: a z-score, near 0
-where the observed statistics are typical of such an average, large where they are not (too far,
-or, where the replicates scatter far more than the observed statistics, too close). See
+recursion over them. The layer's **score** at B is two z-scores: a goodness of fit (how far the
+observed running statistics lie from the replicates' centre, against how far the replicates
+themselves lie) and a likelihood ratio (how much better another batch size explains them than
+B does, against how much better one explains B's own replicates). See
 docs/design.md, "The training batch size" and "The verdict".
 """
 
@@ -49,8 +49,10 @@ DRIFT = 0.1
 # under the replicates' spread.
 FLOOR_REL = 0.01
 SEED = 20240
-# The fewest degrees of freedom the replicates' deviations are matched to (one channel: 1).
+# The fewest degrees of freedom a statistic's replicates are matched to (one channel: 1), and
+# the smallest mean taken for them: a likelihood ratio that small (per feature) is no evidence.
 MIN_DOF = 0.5
+MIN_STAT = 0.01
 
 
 @dataclass(frozen=True)
@@ -94,28 +96,52 @@ def effective_batches(layer: NormLayer) -> float:
 class Score:
     """How typical a layer's running statistics are of an average over batches of B.
 
-    ``mean`` and ``var`` are z-scores of how far the observed running means and log running
-    variances lie from the replicates' centre, against how far the replicates themselves lie
-    (positive: further); ``loglik`` is their Gaussian log-likelihood per channel, which is
-    highest at the batch size whose average is tightest around what was observed.
+    ``mean`` and ``var`` are goodness-of-fit z-scores: how far the observed running means and
+    log running variances lie from the replicates' centre, against how far the replicates
+    themselves lie (positive: further). ``relative`` is a likelihood-ratio z-score: how much
+    better another batch size explains the observation than B does, against how much better
+    one explains B's own replicates. ``loglik`` is the Gaussian log-likelihood per channel.
     """
 
     batch: int
     mean: float
     var: float
     loglik: float
+    relative: float
+
+    @property
+    def fit(self) -> float:
+        """The goodness-of-fit z: above 3, no average over batches of B holds the observation."""
+        return max(self.mean, self.var)
 
     @property
     def value(self) -> float:
         """The larger z-score: 3 is rare (one-sided 99.9%), below it is plausible."""
-        return max(self.mean, self.var)
+        return max(self.fit, self.relative)
+
+
+@dataclass(frozen=True)
+class _Replicates:
+    """One batch size's replicate running statistics as features (running means, then log
+    running variances), with their centre and spread."""
+
+    batch: int
+    features: np.ndarray  # (K, F)
+    centre: np.ndarray  # (F,)
+    spread: np.ndarray  # (F,)
+
+    def loglik(self, x: np.ndarray) -> np.ndarray:
+        """Gaussian log-likelihood per feature, averaged, of (..., F) feature vectors."""
+        z = (x - self.centre) / self.spread
+        return np.mean(-0.5 * z * z - np.log(self.spread), axis=-1)
 
 
 class AverageModel:
-    """Replicate running averages of one layer, at any training batch size, from sample rows.
+    """Replicate running averages of one layer, at any training batch size, from sample rows,
+    and how typical the layer's observed running statistics are among them.
 
-    Draws are fixed by ``SEED`` (the same for every layer, so replicates of several layers use
-    the same samples), so the same rows always give the same scores, in one process or several.
+    Draws are fixed by ``SEED``, so the same rows always give the same scores, in one process
+    or several.
     """
 
     def __init__(self, layer: NormLayer, rows: SampleRows, spatial: int) -> None:
@@ -196,15 +222,6 @@ class AverageModel:
         run_mean += DRIFT * np.sqrt(run_var) * z[2]
         return run_mean, run_var * np.exp(DRIFT * z[3])
 
-    def score(self, batch: int) -> Score:
-        """How typical the observed running statistics are of the replicates at ``batch``."""
-        run_mean, run_var = self.replicates(batch)
-        mean_floor = FLOOR_REL * np.sqrt(np.maximum(self.rv, TINY))
-        z_mean, ll_mean = _typicality(self.rm, run_mean, mean_floor)
-        z_var, ll_var = _typicality(np.log(np.maximum(self.rv, TINY)), np.log(run_var),
-                                    FLOOR_REL)
-        return Score(batch, z_mean, z_var, ll_mean + ll_var)
-
     def expected(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The replicates' median running mean and running variance at ``batch``, per kept
         channel: what the layer's running statistics would typically read."""
@@ -212,24 +229,65 @@ class AverageModel:
         return np.median(run_mean, axis=0), np.median(run_var, axis=0)
 
 
-def _typicality(observed: np.ndarray, replicates: np.ndarray, floor: np.ndarray | float
-                ) -> tuple[float, float]:
-    """(z-score, log-likelihood) of an observed vector among replicates of it.
+    def _features(self, batch: int) -> _Replicates:
+        run_mean, run_var = self.replicates(batch)
+        features = np.concatenate([run_mean, np.log(run_var)], axis=1)
+        floor = np.concatenate([FLOOR_REL * np.sqrt(np.maximum(self.rv, TINY)),
+                                np.full(self.rv.shape, FLOOR_REL)])
+        return _Replicates(batch, features, np.median(features, axis=0),
+                           np.maximum(features.std(axis=0), floor))
 
-    The z-score places the observed vector's mean squared standardized deviation ``d`` in the
-    upper tail of the replicates' own: those are matched to a scaled chi-square (Satterthwaite:
-    its degrees of freedom ``h`` are fewer than the channels where channels move together, so
-    they are not counted as independent evidence), and the tail is taken to a normal z by
-    Wilson and Hilferty's cube root. The log-likelihood is Gaussian per channel, averaged.
+    @cached_property
+    def _observed(self) -> np.ndarray:
+        return np.concatenate([self.rm, np.log(np.maximum(self.rv, TINY))])
+
+    def _fit(self, reps: _Replicates, relative: float = 0.0) -> Score:
+        c = self.rm.size
+        x, rep = self._observed, reps.features
+        z_mean = _upper_z(*_deviation(x[:c], rep[:, :c], reps.centre[:c], reps.spread[:c]))
+        z_var = _upper_z(*_deviation(x[c:], rep[:, c:], reps.centre[c:], reps.spread[c:]))
+        return Score(reps.batch, z_mean, z_var, float(reps.loglik(x)), relative)
+
+    def score(self, batch: int) -> Score:
+        """How well an average over batches of ``batch`` holds the observed running statistics
+        (goodness of fit only: ``relative`` is 0)."""
+        return self._fit(self._features(batch))
+
+    def scores(self, batches: list[int]) -> dict[int, Score]:
+        """Every batch size's score, the likelihood-ratio test against the others included.
+
+        The statistic is how much better the most likely of ``batches`` explains the observation
+        than B does; its distribution under B comes from B's own replicates, so channels that
+        move together count once, as in the goodness of fit.
+        """
+        reps = [self._features(b) for b in batches]
+        fits = [float(r.loglik(self._observed)) for r in reps]
+        best = max(fits)
+        out = {}
+        for r, fit in zip(reps, fits, strict=True):
+            others = np.stack([other.loglik(r.features) for other in reps])  # (B', K)
+            null = others.max(axis=0) - r.loglik(r.features)
+            out[r.batch] = self._fit(r, _upper_z(best - fit, null))
+        return out
+
+
+def _deviation(observed: np.ndarray, replicates: np.ndarray, centre: np.ndarray,
+               spread: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean squared standardized deviation from the centre of the observed vector, and of
+    each replicate."""
+    d_obs = float(np.mean(((observed - centre) / spread) ** 2))
+    return d_obs, np.mean(((replicates - centre) / spread) ** 2, axis=1)
+
+
+def _upper_z(stat: float, null: np.ndarray) -> float:
+    """How far in the upper tail of ``null``'s distribution ``stat`` lies, as a normal z.
+
+    ``null`` (a non-negative statistic's replicates) is matched to a scaled chi-square by its
+    mean and variance (Satterthwaite: where channels move together it has fewer degrees of
+    freedom than channels, so they are not counted as independent evidence), and the tail is
+    taken to z by Wilson and Hilferty's cube root.
     """
-    centre = np.median(replicates, axis=0)
-    spread = np.maximum(replicates.std(axis=0), floor)
-    z_obs = (observed - centre) / spread
-    d_obs = float(np.mean(z_obs ** 2))
-    d_rep = np.mean(((replicates - centre) / spread) ** 2, axis=1)
-    mean_d, var_d = float(d_rep.mean()), float(d_rep.var())
-    h = max(2.0 * mean_d * mean_d / max(var_d, TINY), MIN_DOF)
+    mean = max(float(null.mean()), MIN_STAT)
+    h = max(2.0 * mean * mean / max(float(null.var()), TINY), MIN_DOF)
     k = 2.0 / (9.0 * h)
-    z = ((d_obs / max(mean_d, TINY)) ** (1.0 / 3.0) - (1.0 - k)) / math.sqrt(k)
-    loglik = float(np.mean(-0.5 * z_obs ** 2 - np.log(spread)))
-    return z, loglik
+    return ((max(stat, 0.0) / mean) ** (1.0 / 3.0) - (1.0 - k)) / math.sqrt(k)

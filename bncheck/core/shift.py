@@ -87,7 +87,7 @@ def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
         return None
     model = AverageModel(layer, acc.rows, acc.spatial)
     score = model.score(batch_size)
-    if score.value <= Z_PLAUSIBLE:
+    if score.fit <= Z_PLAUSIBLE:
         return None
     _, expected_var = model.expected(batch_size)
     with np.errstate(all="ignore"):
@@ -95,7 +95,7 @@ def input_shift(layer: NormLayer, acc: LayerAccumulator, batch_size: int
         ratio = float(np.median(model.rv / np.maximum(expected_var, TINY)))
     if shift <= MIN_MEAN_SHIFT and 1.0 / VAR_SLACK <= ratio <= VAR_SLACK:
         return None
-    return ShiftEvidence(layer.name, shift, ratio, batch_size, score.value,
+    return ShiftEvidence(layer.name, shift, ratio, batch_size, score.fit,
                          effective_batches(layer))
 
 

@@ -137,7 +137,8 @@ def _shifted(c: Measurements, figures: str, tol: float, first: str | None, fix: 
              advice: str) -> Verdict:
     """An input shift. A candidate within tolerance is still recommended where the reading
     cannot make it wrong (instance-norm: a per-sample gain and offset do not change what it
-    normalizes to), and every other one within tolerance gets the sentence that says why not."""
+    normalizes to), and every other one within tolerance gets the sentence that says why not
+    (recalibrate's is the conditional advice)."""
     assert c.shift is not None
     reason = (f"{figures}. The inputs differ from the data the model was trained on: "
               f"{c.shift.describe()}. {_preprocessing_advice(c)}")
@@ -149,15 +150,14 @@ def _shifted(c: Measurements, figures: str, tol: float, first: str | None, fix: 
                        f"{_f(inorm.mean)}, within tolerance: it normalizes each sample by its "
                        "own statistics, which a per-sample gain and offset do not change.",
                        tol, first, fix, advice)
+    # Recalibrate's sentence is the conditional advice: only if this data is what is deployed.
     why_not = {
-        FixMode.RECALIBRATE: "it would fit the running statistics to this data, so apply it "
-                             "only if this data is what you deploy on",
         FixMode.INSTANCE_NORM: "that rests on the training batch size, which "
                                f"{_unknown(c)}; give --train-batch-size",
         FixMode.BATCH_STATS: "it would take every batch's statistics from the data it is "
                              "given and make outputs depend on the batch",
     }
-    for mode in PREFERENCE:
+    for mode in why_not:
         d = c.candidates.get(mode.value)
         if d is not None and d.mean <= tol and not _lowers_metric(c, d):
             reason += f" {mode.value} comes to {_f(d.mean)}, within tolerance, but {why_not[mode]}."

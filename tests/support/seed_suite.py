@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -175,7 +176,8 @@ def run_case(case: Case, work: Path) -> Row:
                                cwd=work, check=False)
         if fixed.returncode != 0:
             raise RuntimeError(f"the printed fix of {case.name} failed: {fixed.stderr[-2000:]}")
-        out = Path(command.split(" -o ")[1].split()[0])
+        args = shlex.split(command)
+        out = work / args[args.index("-o") + 1]
         l1_fix = generators.l1(_run_file(out, np.load(work / "x.npy")), yt)
     return Row(case, doc["verdict"], rec["mode"], est["value"], est["source"],
                plausible.get("low"), plausible.get("high"), command, l1_eval, l1_train, l1_fix,

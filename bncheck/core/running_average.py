@@ -21,6 +21,7 @@ docs/design.md, "The training batch size" and "The verdict".
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -158,12 +159,14 @@ class AverageModel:
     def _draws(self) -> tuple[np.ndarray, ...]:
         """Per replicate: its population's moments and the newest batches' row means.
 
-        Returns (mu, q_bar, var_m, var_q, dm, dq, z) where, per replicate and channel, ``mu`` is
-        the population mean, ``q = w + (m - mu)^2`` the sample's contribution to a batch
-        variance, ``q_bar`` its mean, ``var_m``/``var_q`` the variances of m and q over the
-        population; ``dm``/``dq`` (replicate, batch, rows, channel) are cumulative means over the
-        first r rows of each drawn batch of (m - mu) and (q - q_bar); ``z`` four standard normals
-        per replicate and channel for the older batches, two for the drift.
+        Returns (mu, q_bar, var_m, var_q, wdm, wdq, wdm2, z) where, per replicate and channel,
+        ``mu`` is the population mean, ``q = w + (m - mu)^2`` the sample's contribution to a
+        batch variance, ``q_bar`` its mean, ``var_m``/``var_q`` the variances of m and q over the
+        population. With ``dm``/``dq`` the means over the first r rows of each drawn batch of
+        (m - mu) and (q - q_bar), ``wdm``, ``wdq`` and ``wdm2`` (replicate, r, channel) are the
+        newest batches' weighted sums of dm, dq and dm^2: all a running average needs of them.
+        ``z`` is four standard normals per replicate and channel, two for the older batches and
+        two for the drift.
         """
         w = self.within_rows
         # Centred, so the power sums below stay well conditioned under a large offset.
@@ -173,8 +176,8 @@ class AverageModel:
         pop = rng.integers(0, n, (REPLICATES, n))
         # How often each sample is in each replicate's population: its moments are then
         # weighted sums, with no (replicate, sample, channel) array.
-        counts = np.zeros((REPLICATES, n))
-        np.add.at(counts, (np.arange(REPLICATES)[:, None], pop), 1.0 / n)
+        flat = (np.arange(REPLICATES)[:, None] * n + pop).ravel()
+        counts = np.bincount(flat, minlength=REPLICATES * n).reshape(REPLICATES, n) / n
         a = w + m * m  # q = a - 2 m mu + mu^2
         e_m, e_a = counts @ m, counts @ a
         e_mm, e_aa, e_am = counts @ (m * m), counts @ (a * a), counts @ (a * m)
@@ -194,30 +197,33 @@ class AverageModel:
         count = np.arange(1, ROWS_PER_BATCH + 1)[None, None, :, None]
         dm = np.cumsum(bm, axis=2) / count
         dq = np.cumsum(bq, axis=2) / count
+        wts = self.weights.exact[None, :, None, None]
         z = rng.standard_normal((4, REPLICATES, m.shape[1]))
-        return mu + self.mean_rows.mean(axis=0), q_bar, var_m, var_q, dm, dq, z
+        return (mu + self.mean_rows.mean(axis=0), q_bar, var_m, var_q, (wts * dm).sum(axis=1),
+                (wts * dq).sum(axis=1), (wts * dm * dm).sum(axis=1), z)
 
-    def replicates(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(K, C') running means and running variances that training at batch size ``batch``
-        on data like the samples leaves, one row per replicate."""
-        mu, q_bar, var_m, var_q, dm, dq, z = self._draws
-        r = min(batch, ROWS_PER_BATCH)
-        scale = math.sqrt(r / batch)
-        batch_dm = scale * dm[:, :, r - 1, :]
-        batch_mean = mu[:, None, :] + batch_dm
-        batch_var = q_bar[:, None, :] + scale * dq[:, :, r - 1, :] - batch_dm ** 2
-        values = batch * self.spatial
+    def replicates(self, batches: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(sizes, K, C') running means and running variances that training at each batch size
+        of ``batches`` on data like the samples leaves, one row per replicate. Every size draws
+        the same rows, so all are computed at once."""
+        mu, q_bar, var_m, var_q, wdm, wdq, wdm2, z = self._draws
+        b = np.asarray(batches, np.float64)[:, None, None]  # (S, 1, 1)
+        r = np.minimum(np.asarray(batches), ROWS_PER_BATCH) - 1
+        scale = np.sqrt((r[:, None, None] + 1.0) / b)
+        values = b * self.spatial
         # torch stores unbiased batch variances, Keras biased ones.
-        bessel = values / max(values - 1.0, 1.0) if self.layer.unbiased_var else 1.0
+        bessel = values / np.maximum(values - 1.0, 1.0) if self.layer.unbiased_var else 1.0
         wts = self.weights
-        exact = wts.exact[None, :, None]
-        run_mean = (exact * batch_mean).sum(axis=1)
-        run_var = bessel * (exact * batch_var).sum(axis=1)
+        # Sum over the newest batches of w_t (mu + s dm_t) and w_t (q_bar + s dq_t - s^2 dm_t^2),
+        # a batch of B being r rows whose deviation is scaled by s = sqrt(r / B).
+        exact = float(wts.exact.sum())
+        run_mean = exact * mu + scale * np.moveaxis(wdm[:, r, :], 1, 0)
+        run_var = bessel * (exact * q_bar + scale * np.moveaxis(wdq[:, r, :], 1, 0)
+                            - scale * scale * np.moveaxis(wdm2[:, r, :], 1, 0))
         # The older batches: their weighted sum, Gaussian about its expectation.
-        tail_sd = math.sqrt(wts.tail_sq / batch)
+        tail_sd = np.sqrt(wts.tail_sq / b)
         run_mean += wts.tail * mu + tail_sd * np.sqrt(var_m) * z[0]
-        run_var += bessel * (wts.tail * (q_bar - var_m / batch)
-                             + tail_sd * np.sqrt(var_q) * z[1])
+        run_var += bessel * (wts.tail * (q_bar - var_m / b) + tail_sd * np.sqrt(var_q) * z[1])
         run_var = np.maximum(run_var, TINY)
         run_mean += DRIFT * np.sqrt(run_var) * z[2]
         return run_mean, run_var * np.exp(DRIFT * z[3])
@@ -225,17 +231,17 @@ class AverageModel:
     def expected(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The replicates' median running mean and running variance at ``batch``, per kept
         channel: what the layer's running statistics would typically read."""
-        run_mean, run_var = self.replicates(batch)
-        return np.median(run_mean, axis=0), np.median(run_var, axis=0)
+        run_mean, run_var = self.replicates([batch])
+        return np.median(run_mean[0], axis=0), np.median(run_var[0], axis=0)
 
-
-    def _features(self, batch: int) -> _Replicates:
-        run_mean, run_var = self.replicates(batch)
-        features = np.concatenate([run_mean, np.log(run_var)], axis=1)
+    def _features(self, batches: Sequence[int]) -> list[_Replicates]:
+        run_mean, run_var = self.replicates(batches)
+        features = np.concatenate([run_mean, np.log(run_var)], axis=2)  # (S, K, F)
         floor = np.concatenate([FLOOR_REL * np.sqrt(np.maximum(self.rv, TINY)),
                                 np.full(self.rv.shape, FLOOR_REL)])
-        return _Replicates(batch, features, np.median(features, axis=0),
-                           np.maximum(features.std(axis=0), floor))
+        centre = np.median(features, axis=1)
+        spread = np.maximum(features.std(axis=1), floor)
+        return [_Replicates(b, features[i], centre[i], spread[i]) for i, b in enumerate(batches)]
 
     @cached_property
     def _observed(self) -> np.ndarray:
@@ -251,7 +257,7 @@ class AverageModel:
     def score(self, batch: int) -> Score:
         """How well an average over batches of ``batch`` holds the observed running statistics
         (goodness of fit only: ``relative`` is 0)."""
-        return self._fit(self._features(batch))
+        return self._fit(self._features([batch])[0])
 
     def scores(self, batches: list[int]) -> dict[int, Score]:
         """Every batch size's score, the likelihood-ratio test against the others included.
@@ -260,15 +266,27 @@ class AverageModel:
         than B does; its distribution under B comes from B's own replicates, so channels that
         move together count once, as in the goodness of fit.
         """
-        reps = [self._features(b) for b in batches]
-        fits = [float(r.loglik(self._observed)) for r in reps]
-        best = max(fits)
+        reps = self._features(batches)
+        # Every size's replicates under every size's model at once: (sizes x K, sizes).
+        table = _loglik_table(np.concatenate([r.features for r in reps]), reps)
+        fits = _loglik_table(self._observed[None, :], reps)[0]
+        best = float(fits.max())
         out = {}
-        for r, fit in zip(reps, fits, strict=True):
-            others = np.stack([other.loglik(r.features) for other in reps])  # (B', K)
-            null = others.max(axis=0) - r.loglik(r.features)
-            out[r.batch] = self._fit(r, _upper_z(best - fit, null))
+        for i, r in enumerate(reps):
+            rows = table[i * REPLICATES:(i + 1) * REPLICATES]
+            null = rows.max(axis=1) - rows[:, i]
+            out[r.batch] = self._fit(r, _upper_z(best - float(fits[i]), null))
         return out
+
+
+def _loglik_table(x: np.ndarray, reps: list[_Replicates]) -> np.ndarray:
+    """``_Replicates.loglik`` of each row of ``x`` (N, F) under each of ``reps``: (N, len(reps)),
+    expanded into matrix products."""
+    inv = np.stack([1.0 / (r.spread * r.spread) for r in reps])  # (R, F)
+    centre = np.stack([r.centre for r in reps])
+    f = x.shape[1]
+    quad = (x * x) @ inv.T - 2.0 * x @ (centre * inv).T + np.sum(centre * centre * inv, axis=1)
+    return -0.5 * quad / f - np.stack([np.log(r.spread) for r in reps]).mean(axis=1)
 
 
 def _deviation(observed: np.ndarray, replicates: np.ndarray, centre: np.ndarray,

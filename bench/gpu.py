@@ -18,8 +18,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import timed  # noqa: E402
 from bench.models import resnet50, trained_stats  # noqa: E402
-from bench.run import timed  # noqa: E402
 
 WORK = ROOT / "bench" / "_work_gpu"
 N, BS = int(os.environ.get("BENCH_N", "1024")), 64

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bncheck.backends.base import load_model
-from bncheck.core.taps import TapCollector
+from bncheck.core.stats.taps import TapCollector
 
 
 def main(model_path: str, data: str, batch_size: str, pairs: str) -> None:

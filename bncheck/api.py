@@ -20,20 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from bncheck.core.collective import Alone, Collective, agree_on_errors
-from bncheck.core.data import ImageOptions, SampleSource, TensorReader, open_samples
-from bncheck.core.findings import sort_findings
-from bncheck.core.formats import ModelFormat
-from bncheck.core.imports import call_factory
+from bncheck.core.distributed.collective import Alone, Collective, agree_on_errors
+from bncheck.core.inputs.data import ImageOptions, SampleSource, TensorReader, open_samples
+from bncheck.core.inputs.imports import call_factory
+from bncheck.core.inputs.sources import source_from_object
 from bncheck.core.inspection import Inspection, inspect_model
-from bncheck.core.metrics import MetricKind, Truth, load_truth, truth_from_array
-from bncheck.core.model import InputSpec, Model
-from bncheck.core.options import DEFAULT_BATCH_SIZE, Device, RewriteMode
-from bncheck.core.progress import Progress
+from bncheck.core.judgement.findings import sort_findings
+from bncheck.core.judgement.metrics import MetricKind, Truth, load_truth, truth_from_array
+from bncheck.core.judgement.verdict import compare_findings, decide
+from bncheck.core.network.formats import ModelFormat
+from bncheck.core.network.model import InputSpec, Model
+from bncheck.core.network.options import DEFAULT_BATCH_SIZE, Device, RewriteMode
+from bncheck.core.passes.progress import Progress
+from bncheck.core.passes.runner import Loader, serial_loader
 from bncheck.core.results import Comparison
-from bncheck.core.runner import Loader, serial_loader
-from bncheck.core.sources import source_from_object
-from bncheck.core.verdict import compare_findings, decide
 from bncheck.errors import BncheckError
 from bncheck.rewriting.matrix import parse_modes
 from bncheck.rewriting.run import Prepared, RewriteReport, prepare, write
@@ -97,7 +97,7 @@ def collective(device: Device | str = Device.CPU) -> Collective:
 
 def loader(src: SampleSource, workers: int) -> Loader:
     """Batches read in ``workers`` processes where that helps (images, datasets), else here."""
-    from bncheck.core.data import ArraySource, Limited
+    from bncheck.core.inputs.data import ArraySource, Limited
 
     inner = src.inner if isinstance(src, Limited) else src
     if workers <= 0 or isinstance(inner, ArraySource):
@@ -126,7 +126,7 @@ def open_data(data: Any, model: Model, *, image: ImageOptions | None = None,
     ``data`` may also name a ``package.module:factory`` that returns a Dataset or an iterable
     of batches. ``input_shape`` (per sample) stands in for what the model declares.
     """
-    from bncheck.core.data import Limited
+    from bncheck.core.inputs.data import Limited
 
     data = _factory_data(data)
     specs = model.inputs()

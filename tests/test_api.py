@@ -14,7 +14,7 @@ from conftest import DATA, ROOT, model_path
 from torch.utils.data import DataLoader, TensorDataset
 
 import bncheck
-from bncheck.core.verdict import Diagnosis, FixMode, VerdictKind
+from bncheck.core.judgement.verdict import Diagnosis, FixMode, VerdictKind
 from fixtures.archs import PixNet
 
 STEPS = 150

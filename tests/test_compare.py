@@ -12,8 +12,8 @@ import torch
 from conftest import DATA, cli, model_path
 
 from bncheck.backends.base import load_model
-from bncheck.core.data import ImageOptions, open_samples
-from bncheck.core.taps import TapCollector
+from bncheck.core.inputs.data import ImageOptions, open_samples
+from bncheck.core.stats.taps import TapCollector
 
 PIX, DIGITS, SHIFTED = DATA / "pix_inputs.npy", DATA / "digits_x.npy", DATA / "digits_shifted.npy"
 

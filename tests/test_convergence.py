@@ -11,10 +11,10 @@ import pytest
 from conftest import DATA, MODELS
 
 import bncheck
-from bncheck.core.convergence import MIN_SAMPLES, Converged
-from bncheck.core.layers import Family, MomentumNote, NormLayer
-from bncheck.core.model import TapSummary
-from bncheck.core.taps import TapCollector
+from bncheck.core.judgement.convergence import MIN_SAMPLES, Converged
+from bncheck.core.network.layers import Family, MomentumNote, NormLayer
+from bncheck.core.network.model import TapSummary
+from bncheck.core.stats.taps import TapCollector
 
 C = 4
 

@@ -18,7 +18,7 @@ keras = pytest.importorskip("keras")  # the keras extra; make test installs it
 
 import bncheck  # noqa: E402
 from bncheck.backends.keras.build import keras_net  # noqa: E402
-from bncheck.core.verdict import FixMode, VerdictKind  # noqa: E402
+from bncheck.core.judgement.verdict import FixMode, VerdictKind  # noqa: E402
 from fixtures.keras_archs import torch_twin  # noqa: E402
 from tests.support.mutations import keras_lambda  # noqa: E402
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bncheck.core.moments import Moments
+from bncheck.core.network.moments import Moments
 from tests.support.onnx_models import onnx_model
 from tests.support.stats import accumulate
 
@@ -65,15 +65,15 @@ def _tap_backends(tmp_path: Path) -> list[object]:
     onnx.save(to_onnx_proto(net, [torch.zeros(2, 3, 16, 16)], ["input"]), tmp_path / "bn.onnx")
     models = [load_model(tmp_path / "bn.pt", allow_pickle=True), load_model(tmp_path / "bn.onnx")]
     if torch.cuda.is_available():
-        from bncheck.core.options import Device
+        from bncheck.core.network.options import Device
 
         models.append(load_model(tmp_path / "bn.pt", allow_pickle=True, device=Device.CUDA))
     return models
 
 
 def test_taps_are_exact_under_a_large_offset(tmp_path: Path) -> None:
-    from bncheck.core.model import TapSummary
-    from bncheck.core.taps import TapCollector
+    from bncheck.core.network.model import TapSummary
+    from bncheck.core.stats.taps import TapCollector
 
     x = _offset_data()
     x64 = x.astype(np.float64)
@@ -174,7 +174,7 @@ def test_onnx_conv_outputs_take_the_short_taps_while_their_rows_fit(width: int) 
     from onnx import TensorProto, helper, numpy_helper
 
     from bncheck.backends.onnxrt.model import OnnxModel
-    from bncheck.core.taps import TapCollector
+    from bncheck.core.stats.taps import TapCollector
 
     c = 2
     nodes = [helper.make_node("Conv", ["x", "w"], ["conv"]),

@@ -8,10 +8,10 @@ import torch
 from conftest import DATA, model_path
 
 import bncheck
-from bncheck.core import noise
-from bncheck.core.discrepancy import Distance
-from bncheck.core.outputs import OutputStore
-from bncheck.core.tolerance import tolerance_for
+from bncheck.core.judgement import noise
+from bncheck.core.judgement.discrepancy import Distance
+from bncheck.core.judgement.tolerance import tolerance_for
+from bncheck.core.passes.outputs import OutputStore
 
 B = 8  # samples per batch in the synthetic runs
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import DATA, ROOT, cli, model_path
 
-from bncheck.core.model import Model
+from bncheck.core.network.model import Model
 
 PIX_X = DATA / "pix_inputs.npy"
 
@@ -107,9 +107,9 @@ def test_recalibrate_is_more_exact_than_update_bn() -> None:
     from torch.optim.swa_utils import update_bn
 
     from bncheck.backends.base import load_model
-    from bncheck.core.data import ImageOptions, open_samples
-    from bncheck.core.progress import NoProgress
-    from bncheck.core.runner import Runner
+    from bncheck.core.inputs.data import ImageOptions, open_samples
+    from bncheck.core.passes.progress import NoProgress
+    from bncheck.core.passes.runner import Runner
     from bncheck.rewriting.pipeline import layer_shapes, population_stats
 
     x = np.load(DATA / "digits_shifted.npy")
@@ -158,8 +158,8 @@ def test_recalibrate_with_a_given_batch_size_skips_the_estimate(fmt: str) -> Non
     """Given the training batch size, recalibrate makes one pass, with the same statistics as
     when an eval pass first settled on that size."""
     from bncheck.backends.base import load_model
-    from bncheck.core.data import ImageOptions, open_samples
-    from bncheck.core.runner import Runner
+    from bncheck.core.inputs.data import ImageOptions, open_samples
+    from bncheck.core.passes.runner import Runner
     from bncheck.rewriting.pipeline import layer_shapes, population_stats
 
     model = load_model(model_path("digits", fmt), allow_pickle=True)
@@ -180,11 +180,11 @@ def test_the_estimating_pass_stops_after_the_layers_it_reads(fmt: str) -> None:
     """recalibrate's eval pass runs the network only through the first LAYERS_TRIED layers: their
     summaries, and so the estimate, are those of a whole pass."""
     from bncheck.backends.base import load_model
-    from bncheck.core.batchsize import LAYERS_TRIED
-    from bncheck.core.data import ImageOptions, open_samples
-    from bncheck.core.reference import training_batch
-    from bncheck.core.runner import Runner
-    from bncheck.core.taps import TapCollector
+    from bncheck.core.inputs.data import ImageOptions, open_samples
+    from bncheck.core.passes.reference import training_batch
+    from bncheck.core.passes.runner import Runner
+    from bncheck.core.stats.batchsize import LAYERS_TRIED
+    from bncheck.core.stats.taps import TapCollector
 
     model = load_model(model_path("pix_bs16", fmt), allow_pickle=True)
     src = open_samples(PIX_X, input_names=[i.name for i in model.inputs()], input_shapes=[],
@@ -227,7 +227,7 @@ def _fails_after_three_bns(tmp_path: Path, fmt: str) -> Model:
 
         return load_model(tmp_path / "net.onnx")
     from bncheck.backends.pytorch.model import TorchModel
-    from bncheck.core.formats import ModelFormat
+    from bncheck.core.network.formats import ModelFormat
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
@@ -243,7 +243,7 @@ def _fails_after_three_bns(tmp_path: Path, fmt: str) -> Model:
 
 @pytest.mark.parametrize("fmt", ["full", "onnx"])
 def test_a_cut_short_forward_never_runs_what_follows(tmp_path: Path, fmt: str) -> None:
-    from bncheck.core.taps import TapCollector
+    from bncheck.core.stats.taps import TapCollector
     from bncheck.errors import BncheckError
 
     model = _fails_after_three_bns(tmp_path, fmt)

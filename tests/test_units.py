@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_batch_size
-from bncheck.core.compare import Measurements
-from bncheck.core.diagnosis import divergence
-from bncheck.core.discrepancy import Discrepancy
-from bncheck.core.layers import Family, MomentumNote, NormLayer
-from bncheck.core.moments import LayerAccumulator, SampleRows
-from bncheck.core.outputs import OutputStore
-from bncheck.core.reference import given_batch, plan_reference
-from bncheck.core.running_average import AverageModel, average_weights
-from bncheck.core.tolerance import tolerance_for
-from bncheck.core.verdict import FixMode, VerdictKind, decide
+from bncheck.core.judgement.diagnosis import divergence
+from bncheck.core.judgement.discrepancy import Discrepancy
+from bncheck.core.judgement.measurements import Measurements
+from bncheck.core.judgement.tolerance import tolerance_for
+from bncheck.core.judgement.verdict import FixMode, VerdictKind, decide
+from bncheck.core.network.layers import Family, MomentumNote, NormLayer
+from bncheck.core.network.moments import LayerAccumulator, SampleRows
+from bncheck.core.passes.outputs import OutputStore
+from bncheck.core.passes.reference import given_batch, plan_reference
+from bncheck.core.stats.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_batch_size
+from bncheck.core.stats.running_average import AverageModel, average_weights
 from tests.support.stats import accumulate
 
 
@@ -284,7 +284,7 @@ def test_a_noisy_half_precision_reference_says_so_and_what_to_do() -> None:
 
 def test_a_launched_commit_is_recorded_for_the_interrupted_sentence(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bncheck.core.launch_records import LAUNCH_DIR_ENV, interrupted, recorded_writes
+    from bncheck.core.distributed.launch_records import LAUNCH_DIR_ENV, interrupted, recorded_writes
     from bncheck.rewriting.atomic import staged_output
 
     folder, out = tmp_path / "launch", tmp_path / "fixed.onnx"

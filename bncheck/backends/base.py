@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bncheck.backends.detect import detect_format
-from bncheck.core.formats import KERAS_FORMATS, TF_FORMATS, ModelFormat
-from bncheck.core.model import Model
-from bncheck.core.options import Device
+from bncheck.core.network.formats import KERAS_FORMATS, TF_FORMATS, ModelFormat
+from bncheck.core.network.model import Model
+from bncheck.core.network.options import Device
 from bncheck.errors import BncheckError
 
 

@@ -7,8 +7,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-from bncheck.core.formats import ModelFormat
-from bncheck.core.paths import exists, shown
+from bncheck.core.inputs.paths import exists, shown
+from bncheck.core.network.formats import ModelFormat
 from bncheck.errors import BncheckError
 
 _PICKLE_PROTOCOL_BYTE = 0x80

@@ -19,7 +19,7 @@ from bncheck.cli.launching import (
     worker_exit,
 )
 from bncheck.cli.rewrite_cmd import rewrite
-from bncheck.core.launch_records import record_error
+from bncheck.core.distributed.launch_records import record_error
 from bncheck.errors import BncheckError
 from bncheck.report.console import error_line
 

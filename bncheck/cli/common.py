@@ -13,7 +13,7 @@ RGB = 3
 FALLBACK_BATCH_BYTES = 4 << 30
 
 if TYPE_CHECKING:
-    from bncheck.core.data import ImageOptions
+    from bncheck.core.inputs.data import ImageOptions
 
 
 def floats(text: str, option: str) -> tuple[float, ...]:
@@ -66,7 +66,7 @@ def max_batch_bytes() -> int:
 def image_options(image_size: str | None, mean: str, std: str,
                   batch_size: int) -> ImageOptions:
     """Validated image options (RGB assumed for the memory check)."""
-    from bncheck.core.data import ImageOptions
+    from bncheck.core.inputs.data import ImageOptions
 
     size = sample_shape(image_size, "--image-size", batch_size, 2, channels=RGB)
     s = floats(std, "--std")

@@ -30,9 +30,9 @@ from bncheck.cli.options import (
     TrainBatchOpt,
     WorkersOpt,
 )
-from bncheck.core.batchsize import BatchSizeSource
-from bncheck.core.options import DEFAULT_BATCH_SIZE, Device, FailOn, OutputFormat
-from bncheck.core.verdict import FixMode
+from bncheck.core.judgement.verdict import FixMode
+from bncheck.core.network.options import DEFAULT_BATCH_SIZE, Device, FailOn, OutputFormat
+from bncheck.core.stats.batchsize import BatchSizeSource
 from bncheck.errors import BncheckError
 
 PlotOpt = Annotated[Path | None, typer.Option(
@@ -83,7 +83,7 @@ def compare(
     from bncheck.api import compare as run_compare
     from bncheck.cli.common import image_options, sample_shape
     from bncheck.cli.launching import check_single_launch
-    from bncheck.core.findings import exit_code
+    from bncheck.core.judgement.findings import exit_code
     from bncheck.report.console import emit_json, reporting, stdout_console
     from bncheck.report.progress import shown_progress
 

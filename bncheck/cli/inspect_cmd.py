@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bncheck.cli.options import AllowPickleOpt, ArchOpt, FailOnOpt, FormatOpt, ModelArg
-from bncheck.core.options import FailOn, OutputFormat
+from bncheck.core.network.options import FailOn, OutputFormat
 
 
 def inspect(
@@ -28,7 +28,7 @@ def inspect(
         bncheck inspect weights.pth --arch mypkg.models:resnet18 --fail-on warn
     """
     from bncheck.api import inspect as run_inspect
-    from bncheck.core.findings import exit_code
+    from bncheck.core.judgement.findings import exit_code
     from bncheck.core.results import inspection_json
     from bncheck.report.console import emit_json, stdout_console
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from types import FrameType
 
-from bncheck.core.launch_records import LAUNCH_DIR_ENV, interrupted, launched_rank
+from bncheck.core.distributed.launch_records import LAUNCH_DIR_ENV, interrupted, launched_rank
 from bncheck.errors import BncheckError
 from bncheck.report.console import error_line
 

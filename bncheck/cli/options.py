@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bncheck.core.options import Device, FailOn, OutputFormat
+from bncheck.core.network.options import Device, FailOn, OutputFormat
 
 ModelArg = Annotated[Path, typer.Argument(
     metavar="MODEL",

@@ -27,7 +27,7 @@ from bncheck.cli.options import (
     TrainBatchOpt,
     WorkersOpt,
 )
-from bncheck.core.options import DEFAULT_BATCH_SIZE, Device
+from bncheck.core.network.options import DEFAULT_BATCH_SIZE, Device
 
 ModeOpt = Annotated[str, typer.Option(
     "--mode", metavar="MODE[,MODE]", show_default=False,

@@ -9,72 +9,33 @@ behaves as trained. See docs/design.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from bncheck.core.batchsize import LAYERS_TRIED, BatchSizeEstimate, BatchSizeSource
-from bncheck.core.collective import Collective
-from bncheck.core.convergence import Converged
-from bncheck.core.data import SampleSource
-from bncheck.core.diagnosis import KL_ERROR, KL_WARN, LayerDivergence, divergence
-from bncheck.core.discrepancy import Discrepancy, Distance
-from bncheck.core.layers import NormLayer
-from bncheck.core.metrics import Truth
-from bncheck.core.model import LayerShapes, Model
-from bncheck.core.moments import Moments
-from bncheck.core.noise import noise_floor
-from bncheck.core.options import RewriteMode
-from bncheck.core.progress import NoProgress, Progress
-from bncheck.core.reference import (
+from bncheck.core.distributed.collective import Collective
+from bncheck.core.inputs.data import SampleSource
+from bncheck.core.judgement.convergence import Converged
+from bncheck.core.judgement.diagnosis import KL_ERROR, KL_WARN, divergence
+from bncheck.core.judgement.discrepancy import Discrepancy, Distance
+from bncheck.core.judgement.measurements import LayerReport, Measurements
+from bncheck.core.judgement.metrics import Truth
+from bncheck.core.judgement.noise import noise_floor
+from bncheck.core.judgement.rounding import half_rounding, is_half
+from bncheck.core.judgement.shift import input_shift, probe_preprocessing
+from bncheck.core.judgement.tolerance import MAX_TOLERANCE, tolerance_for
+from bncheck.core.network.model import LayerShapes, Model
+from bncheck.core.network.moments import Moments
+from bncheck.core.network.options import RewriteMode
+from bncheck.core.passes.progress import NoProgress, Progress
+from bncheck.core.passes.reference import (
     SHUFFLE_SEED,
     given_batch,
     plan_reference,
     training_batch,
 )
-from bncheck.core.rounding import half_rounding, is_half
-from bncheck.core.runner import Loader, Runner, serial_loader
-from bncheck.core.shift import InputExpectation, ShiftEvidence, input_shift, probe_preprocessing
-from bncheck.core.taps import TapCollector
-from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
-
-
-@dataclass(frozen=True)
-class LayerReport:
-    """One batch-dependent layer: divergence under eval and under reference propagation."""
-
-    layer: NormLayer
-    order: int
-    spatial: bool
-    eval: LayerDivergence
-    reference: LayerDivergence
-
-
-@dataclass(frozen=True)
-class Measurements:
-    """Everything compare measured; the verdict is derived in ``verdict.py``."""
-
-    n_samples: int
-    n_used: int
-    batch_size: int
-    train_batch: BatchSizeEstimate
-    noise_floor: Discrepancy | None
-    candidates: Mapping[str, Discrepancy]
-    layers: tuple[LayerReport, ...]
-    forward_passes: int
-    notes: tuple[str, ...]
-    reference_batches: int = 0
-    precision: Mapping[str, object] | None = None
-    truth: Truth | None = None
-    metrics: Mapping[str, float] = field(default_factory=dict)  # by run name, with ``truth``
-    shift: ShiftEvidence | None = None
-    expectation: InputExpectation | None = None
-    # A half-precision model: how far one rounding step of its inputs moves the reference.
-    half_rounding: float | None = None
-    # Samples whose layer statistics each pass gathered ("eval", "reference"): all of them
-    # unless the taps converged first (core/convergence.py).
-    tapped: Mapping[str, int] = field(default_factory=dict)
+from bncheck.core.passes.runner import Loader, Runner, serial_loader
+from bncheck.core.stats.batchsize import LAYERS_TRIED, BatchSizeEstimate, BatchSizeSource
+from bncheck.core.stats.taps import TapCollector
 
 
 def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_size: int | None,
@@ -87,7 +48,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
     ``truth`` adds the task metric of each run; ``image_norm`` is the (mean, std) an image folder
     was normalized with, so a preprocessing fix can be given as --mean/--std. With ``converge``
     the taps of the eval and reference passes may end once their statistics have converged
-    (``core/convergence.py``); ``converge=False`` taps every sample.
+    (``core/judgement/convergence.py``); ``converge=False`` taps every sample.
     """
     progress = progress or NoProgress()
     layers = {layer.name: layer for layer in model.layers() if layer.needs_stats}

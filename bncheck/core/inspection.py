@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bncheck.core.checks import check_layers
-from bncheck.core.findings import Finding, sort_findings
-from bncheck.core.layers import NormLayer
-from bncheck.core.model import Model
+from bncheck.core.judgement.checks import check_layers
+from bncheck.core.judgement.findings import Finding, sort_findings
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.model import Model
 
 
 @dataclass(frozen=True)

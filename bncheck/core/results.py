@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bncheck.core.compare import Measurements
-from bncheck.core.findings import Finding
 from bncheck.core.inspection import Inspection
-from bncheck.core.reference import SHUFFLE_SEED
-from bncheck.core.verdict import FixMode, Verdict, VerdictKind
+from bncheck.core.judgement.findings import Finding
+from bncheck.core.judgement.measurements import Measurements
+from bncheck.core.judgement.verdict import FixMode, Verdict, VerdictKind
+from bncheck.core.passes.reference import SHUFFLE_SEED
 from bncheck.version import __version__
 
 

@@ -9,12 +9,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bncheck.core.compare import Measurements
-from bncheck.core.diagnosis import KL_ERROR, KL_WARN
-from bncheck.core.findings import INCONCLUSIVE, Finding
-from bncheck.core.reference import SHUFFLE_SEED
+from bncheck.core.judgement.diagnosis import KL_ERROR, KL_WARN
+from bncheck.core.judgement.findings import INCONCLUSIVE, Finding
+from bncheck.core.judgement.measurements import Measurements
+from bncheck.core.judgement.verdict import Diagnosis, FixMode, Verdict, VerdictKind
+from bncheck.core.passes.reference import SHUFFLE_SEED
 from bncheck.core.results import Comparison
-from bncheck.core.verdict import Diagnosis, FixMode, Verdict, VerdictKind
 from bncheck.report.console import SEVERITY_STYLE, fmt_num
 from bncheck.report.inspect_text import summary_line
 

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bncheck.core.findings import Finding
 from bncheck.core.inspection import Inspection
-from bncheck.core.layers import MomentumNote, NormLayer, finite_range
+from bncheck.core.judgement.findings import Finding
+from bncheck.core.network.layers import MomentumNote, NormLayer, finite_range
 from bncheck.report.console import SEVERITY_STYLE, fmt_num
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bncheck.core.compare import Measurements
-from bncheck.core.verdict import Verdict
+from bncheck.core.judgement.measurements import Measurements
+from bncheck.core.judgement.verdict import Verdict
 from bncheck.errors import BncheckError
 
 # Bars are drawn up to these heights: a KL above the cap, or an infinite discrepancy (NaN stats),

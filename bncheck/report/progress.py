@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from bncheck.core.progress import NoProgress
-from bncheck.core.progress import Progress as ProgressSink
+from bncheck.core.passes.progress import NoProgress
+from bncheck.core.passes.progress import Progress as ProgressSink
 from bncheck.report.console import reporting
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bncheck.core.launch_records import record_written
-from bncheck.core.paths import exists
+from bncheck.core.distributed.launch_records import record_written
+from bncheck.core.inputs.paths import exists
 from bncheck.errors import BncheckError
 
 # Staged files neither committed nor removed yet: a worker stopped by a signal deletes them on

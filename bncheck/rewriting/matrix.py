@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bncheck.core.formats import KERAS_FORMATS, TF_FORMATS, ModelFormat
-from bncheck.core.options import USER_MODES, RewriteMode
+from bncheck.core.network.formats import KERAS_FORMATS, TF_FORMATS, ModelFormat
+from bncheck.core.network.options import USER_MODES, RewriteMode
 from bncheck.errors import BncheckError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.core.batchsize import LAYERS_TRIED
-from bncheck.core.model import LayerShapes, Model
-from bncheck.core.moments import Moments
-from bncheck.core.options import RewriteMode
-from bncheck.core.reference import SHUFFLE_SEED, given_batch, plan_reference, training_batch
-from bncheck.core.runner import Runner
-from bncheck.core.taps import TapCollector
+from bncheck.core.network.model import LayerShapes, Model
+from bncheck.core.network.moments import Moments
+from bncheck.core.network.options import RewriteMode
+from bncheck.core.passes.reference import SHUFFLE_SEED, given_batch, plan_reference, training_batch
+from bncheck.core.passes.runner import Runner
+from bncheck.core.stats.batchsize import LAYERS_TRIED
+from bncheck.core.stats.taps import TapCollector
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bncheck.core.collective import Alone, Collective
-from bncheck.core.data import SampleSource
-from bncheck.core.metrics import Truth
-from bncheck.core.model import Model
-from bncheck.core.options import RewriteMode
-from bncheck.core.progress import NoProgress, Progress
-from bncheck.core.runner import Loader, Runner, serial_loader
+from bncheck.core.distributed.collective import Alone, Collective
+from bncheck.core.inputs.data import SampleSource
+from bncheck.core.judgement.metrics import Truth
+from bncheck.core.network.model import Model
+from bncheck.core.network.options import RewriteMode
+from bncheck.core.passes.progress import NoProgress, Progress
+from bncheck.core.passes.runner import Loader, Runner, serial_loader
 from bncheck.errors import BncheckError
 from bncheck.rewriting.atomic import check_destination, staged_output
 from bncheck.rewriting.pipeline import Stage, apply_modes

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from bncheck.backends.base import load_model
-from bncheck.core.layers import Family, has_per_sample_stats
-from bncheck.core.model import Model
-from bncheck.core.numerics import TINY
-from bncheck.core.options import RewriteMode
-from bncheck.core.rounding import nudged
+from bncheck.core.judgement.rounding import nudged
+from bncheck.core.network.layers import Family, has_per_sample_stats
+from bncheck.core.network.model import Model
+from bncheck.core.network.numerics import TINY
+from bncheck.core.network.options import RewriteMode
 from bncheck.rewriting.matrix import CHECKPOINT_SUFFIXES
 from bncheck.rewriting.pipeline import Stage
 

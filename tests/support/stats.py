@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bncheck.core.moments import LayerAccumulator, SampleRows
+from bncheck.core.network.moments import LayerAccumulator, SampleRows
 
 
 def accumulate(*batches: np.ndarray, rows: bool = False) -> LayerAccumulator:

@@ -11,7 +11,7 @@ import torch
 
 from bncheck.backends.keras.net import KerasBatchNorm, KerasNet, KerasOptions, is_graph
 from bncheck.backends.pytorch.layers import discover_module
-from bncheck.core.layers import MomentumNote, NormLayer
+from bncheck.core.network.layers import MomentumNote, NormLayer
 from bncheck.errors import BncheckError
 
 BN_CLASS = "BatchNormalization"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bncheck.backends.keras.runtime import import_keras, without_tensorflow
-from bncheck.core.imports import call_factory
+from bncheck.core.inputs.imports import call_factory
 from bncheck.errors import BncheckError
 
 _UNKNOWN_CLASS = re.compile(r"(?:Could not locate class|Unknown layer)[^'\"]*['\"]([\w.>]+)['\"]")

@@ -21,10 +21,10 @@ from bncheck.backends.keras.fold import fold
 from bncheck.backends.keras.net import KerasNet
 from bncheck.backends.pytorch.model import TorchModel
 from bncheck.backends.pytorch.passes import apply_pass
-from bncheck.core.formats import ModelFormat
-from bncheck.core.layers import NormLayer
-from bncheck.core.model import InputSpec, LayerShapes, Model, PassResult, PopulationStats
-from bncheck.core.options import RewriteMode
+from bncheck.core.network.formats import ModelFormat
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.model import InputSpec, LayerShapes, Model, PassResult, PopulationStats
+from bncheck.core.network.options import RewriteMode
 
 
 class KerasModel(TorchModel):

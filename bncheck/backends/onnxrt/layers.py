@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 
 from bncheck.backends.onnxrt.graph import Constants, attr
-from bncheck.core.layers import Family, MomentumNote, NormLayer, momentum_from_onnx
-from bncheck.core.numerics import DEFAULT_EPS
+from bncheck.core.network.layers import Family, MomentumNote, NormLayer, momentum_from_onnx
+from bncheck.core.network.numerics import DEFAULT_EPS
 from bncheck.errors import BncheckError
 
 NORM_OPS = {

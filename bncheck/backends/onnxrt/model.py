@@ -27,9 +27,9 @@ from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_no
 from bncheck.backends.onnxrt.passes import apply_pass
 from bncheck.backends.onnxrt.taps import add_taps, row_fits, summary
 from bncheck.backends.onnxrt.weights import session
-from bncheck.core.formats import ModelFormat
-from bncheck.core.layers import NormLayer
-from bncheck.core.model import (
+from bncheck.core.network.formats import ModelFormat
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.model import (
     InputSpec,
     LayerShapes,
     PassResult,
@@ -37,7 +37,7 @@ from bncheck.core.model import (
     TapFn,
     TapSummary,
 )
-from bncheck.core.options import Device, RewriteMode
+from bncheck.core.network.options import Device, RewriteMode
 from bncheck.errors import BncheckError
 
 

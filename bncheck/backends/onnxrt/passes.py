@@ -17,12 +17,12 @@ from bncheck.backends.onnxrt.graph import (
     set_attr,
 )
 from bncheck.backends.onnxrt.layers import is_training_mode, layer_name
-from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
-from bncheck.core.layers import KEPT_2D
-from bncheck.core.model import PopulationStats
-from bncheck.core.naming import unique_name
-from bncheck.core.numerics import DEFAULT_EPS
-from bncheck.core.options import RewriteMode
+from bncheck.core.network.fold_math import FoldTarget, bn_scale_shift, fold_weights
+from bncheck.core.network.layers import KEPT_2D
+from bncheck.core.network.model import PopulationStats
+from bncheck.core.network.naming import unique_name
+from bncheck.core.network.numerics import DEFAULT_EPS
+from bncheck.core.network.options import RewriteMode
 from bncheck.errors import BncheckError
 
 _FOLDABLE = ("Conv", "ConvTranspose", "Gemm")

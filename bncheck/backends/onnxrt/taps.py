@@ -37,7 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bncheck.backends.onnxrt.graph import declare_initializers, node_reads, opset
-from bncheck.core.model import TapSummary
+from bncheck.core.network.model import TapSummary
 
 # Reduce ops take their axes as an input from these opsets on (an attribute before).
 AXES_INPUT_OPSET = {"ReduceSum": 13, "ReduceMean": 18, "ReduceSumSquare": 18}

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bncheck.core.options import Device
+from bncheck.core.network.options import Device
 from bncheck.errors import BncheckError
 
 # How long a rank waits for the others before giving up (a rank that died, a hung filesystem).

@@ -6,8 +6,8 @@ import torch
 from torch import fx, nn
 
 from bncheck.backends.pytorch.modules import ExportedBatchNorm
-from bncheck.core.naming import unique_name
-from bncheck.core.numerics import DEFAULT_EPS
+from bncheck.core.network.naming import unique_name
+from bncheck.core.network.numerics import DEFAULT_EPS
 
 _BN_OPS = {
     torch.ops.aten.batch_norm.default,

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bncheck.core.launch_records import (
+from bncheck.core.distributed.launch_records import (
     LAUNCH_DIR_ENV,
     interrupted,
     recorded_errors,

@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from bncheck.core.layers import Family, MomentumNote, NormLayer
-from bncheck.core.numerics import DEFAULT_EPS
+from bncheck.core.network.layers import Family, MomentumNote, NormLayer
+from bncheck.core.network.numerics import DEFAULT_EPS
 
 _FAMILY_BY_NAME = {
     "BatchNorm1d": Family.BATCH, "BatchNorm2d": Family.BATCH, "BatchNorm3d": Family.BATCH,

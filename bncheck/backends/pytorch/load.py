@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from bncheck.backends.pytorch.scan import check_zip_checkpoint, first_pickle_parses
-from bncheck.core.formats import ModelFormat
-from bncheck.core.imports import call_factory, cwd_importable
+from bncheck.core.inputs.imports import call_factory, cwd_importable
+from bncheck.core.network.formats import ModelFormat
 from bncheck.errors import BncheckError
 
 # What reading a damaged zip archive raises (bad CRCs, cut members, bad headers).

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from bncheck.core.data import SampleSource
-from bncheck.core.runner import Loader
+from bncheck.core.inputs.data import SampleSource
+from bncheck.core.passes.runner import Loader
 
 
 class _Batches(Dataset):

@@ -17,9 +17,9 @@ from bncheck.backends.pytorch.layers import discover_module, discover_state_dict
 from bncheck.backends.pytorch.load import Checkpoint, build_arch, load_file
 from bncheck.backends.pytorch.passes import apply_pass
 from bncheck.backends.pytorch.precision import POLICY, current, full_precision
-from bncheck.core.formats import ModelFormat
-from bncheck.core.layers import NormLayer
-from bncheck.core.model import (
+from bncheck.core.network.formats import ModelFormat
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.model import (
     InputSpec,
     LayerShapes,
     Model,
@@ -28,7 +28,7 @@ from bncheck.core.model import (
     TapFn,
     TapSummary,
 )
-from bncheck.core.options import Device, RewriteMode
+from bncheck.core.network.options import Device, RewriteMode
 from bncheck.errors import BncheckError
 
 TORCHSCRIPT_ON_CPU = ("TorchScript runs as its ONNX form, and this onnxruntime has no CUDA "

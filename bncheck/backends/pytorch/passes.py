@@ -14,12 +14,12 @@ from bncheck.backends.pytorch.exported import attr_tensor
 from bncheck.backends.pytorch.layers import family_of, is_frozen_bn
 from bncheck.backends.pytorch.modules import ScaleShift, StatNorm
 from bncheck.backends.pytorch.swap import Replacements
-from bncheck.core.fold_math import FoldTarget, bn_scale_shift, fold_weights
-from bncheck.core.layers import KEPT_2D, Family
-from bncheck.core.model import PopulationStats
-from bncheck.core.naming import unique_name
-from bncheck.core.numerics import DEFAULT_EPS
-from bncheck.core.options import RewriteMode
+from bncheck.core.network.fold_math import FoldTarget, bn_scale_shift, fold_weights
+from bncheck.core.network.layers import KEPT_2D, Family
+from bncheck.core.network.model import PopulationStats
+from bncheck.core.network.naming import unique_name
+from bncheck.core.network.numerics import DEFAULT_EPS
+from bncheck.core.network.options import RewriteMode
 
 _FOLD_MODULES: dict[type[nn.Module], FoldTarget] = {
     nn.Conv1d: FoldTarget.CONV, nn.Conv2d: FoldTarget.CONV, nn.Conv3d: FoldTarget.CONV,

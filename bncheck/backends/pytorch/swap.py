@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from bncheck.core.naming import unique_name
+from bncheck.core.network.naming import unique_name
 from bncheck.errors import BncheckError
 
 # The calls through which a normalization layer's forward normalizes its input.

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bncheck.core.formats import ModelFormat
+from bncheck.core.network.formats import ModelFormat
 from bncheck.errors import BncheckError
 
 EXTRA = "pip install 'bncheck[tensorflow]'"

@@ -8,10 +8,10 @@ from pathlib import Path
 from bncheck.backends.onnxrt.model import OnnxModel
 from bncheck.backends.tensorflow.convert import to_onnx
 from bncheck.backends.tensorflow.graphs import import_tensorflow, read_graph
-from bncheck.core.formats import ModelFormat
-from bncheck.core.layers import NormLayer
-from bncheck.core.model import InputSpec
-from bncheck.core.options import Device
+from bncheck.core.network.formats import ModelFormat
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.model import InputSpec
+from bncheck.core.network.options import Device
 
 TRAINING_NOTE = ("the TensorFlow graph runs {n} BatchNorm layer(s) with is_training=True at "
                  "inference (the released pix2pix pattern): they normalize with the statistics of "

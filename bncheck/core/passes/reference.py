@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.core.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_batch_size
-from bncheck.core.layers import NormLayer
-from bncheck.core.model import LayerShapes
-from bncheck.core.taps import TapCollector
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.model import LayerShapes
+from bncheck.core.stats.batchsize import BatchSizeEstimate, BatchSizeSource, estimate_batch_size
+from bncheck.core.stats.taps import TapCollector
 
 # Samples are shuffled with this seed before reference batches are formed: a class-sorted image
 # folder would otherwise give single-class batches that no training loop ever saw.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bncheck.core.data import ArraySource, SampleSource
+from bncheck.core.inputs.data import ArraySource, SampleSource
 from bncheck.errors import BncheckError
 
 ToNumpy = Callable[[Any], np.ndarray]

@@ -27,9 +27,9 @@ from functools import cached_property
 
 import numpy as np
 
-from bncheck.core.layers import MomentumNote, NormLayer
-from bncheck.core.moments import SampleRows
-from bncheck.core.numerics import TINY
+from bncheck.core.network.layers import MomentumNote, NormLayer
+from bncheck.core.network.moments import SampleRows
+from bncheck.core.network.numerics import TINY
 
 # Momentum assumed where the file does not say (torch's default), in torch's convention.
 DEFAULT_MOMENTUM = 0.1

@@ -22,9 +22,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 
-from bncheck.core.diagnosis import divergence
-from bncheck.core.layers import NormLayer
-from bncheck.core.taps import TapCollector
+from bncheck.core.judgement.diagnosis import divergence
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.stats.taps import TapCollector
 
 # No pass stops tapping before this many samples (its first half is the first checkpoint):
 # below it the figures' own errors are several percent (the KL of 512 samples of one channel

@@ -2,7 +2,7 @@
 
 Nothing normalizes before the first normalization layer, so what it sees under eval propagation
 is the data itself, pushed through fixed weights. Its running stats are a noisy average of the
-statistics of training batches of B samples (``core/running_average.py``): when they lie
+statistics of training batches of B samples (``core/stats/running_average.py``): when they lie
 outside what such an average over batches of the sample data could hold, the data is not what
 the model was trained on, and re-estimating the stats on it would bake the difference into the
 model. At B = 1 that average is one of a few single samples' statistics, so it is compared with
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.core.batchsize import MIN_ROWS, Z_PLAUSIBLE
-from bncheck.core.data import SampleSource
-from bncheck.core.layers import NormLayer
-from bncheck.core.model import Model
-from bncheck.core.moments import LayerAccumulator
-from bncheck.core.numerics import TINY
-from bncheck.core.running_average import AverageModel, effective_batches
-from bncheck.core.taps import TapCollector
+from bncheck.core.inputs.data import SampleSource
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.model import Model
+from bncheck.core.network.moments import LayerAccumulator
+from bncheck.core.network.numerics import TINY
+from bncheck.core.stats.batchsize import MIN_ROWS, Z_PLAUSIBLE
+from bncheck.core.stats.running_average import AverageModel, effective_batches
+from bncheck.core.stats.taps import TapCollector
 
 # A shift must also matter: running means further than this many running std from the data's
 # (median over channels), or a running variance outside this factor of what batches of B give.

@@ -17,14 +17,14 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bncheck.core.batchsize import BatchSizeSource
-from bncheck.core.compare import Measurements
-from bncheck.core.diagnosis import KL_ERROR, KL_WARN
-from bncheck.core.discrepancy import Discrepancy
-from bncheck.core.findings import INCONCLUSIVE, Finding
-from bncheck.core.options import Severity
-from bncheck.core.reference import MIN_REFERENCE_BATCHES
-from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
+from bncheck.core.judgement.diagnosis import KL_ERROR, KL_WARN
+from bncheck.core.judgement.discrepancy import Discrepancy
+from bncheck.core.judgement.findings import INCONCLUSIVE, Finding
+from bncheck.core.judgement.measurements import Measurements
+from bncheck.core.judgement.tolerance import MAX_TOLERANCE, tolerance_for
+from bncheck.core.network.options import Severity
+from bncheck.core.passes.reference import MIN_REFERENCE_BATCHES
+from bncheck.core.stats.batchsize import BatchSizeSource
 
 
 class VerdictKind(StrEnum):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bncheck.core.arrayfiles import READ_ERRORS, read_error_reason
-from bncheck.core.outputs import OutputStore
+from bncheck.core.inputs.arrayfiles import READ_ERRORS, read_error_reason
+from bncheck.core.passes.outputs import OutputStore
 from bncheck.errors import BncheckError
 
 # Rows read from an output store at a time.

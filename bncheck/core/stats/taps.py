@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from bncheck.core.model import TapSummary
-from bncheck.core.moments import LayerAccumulator, SampleRows
+from bncheck.core.network.model import TapSummary
+from bncheck.core.network.moments import LayerAccumulator, SampleRows
 
 
 class TapCollector:

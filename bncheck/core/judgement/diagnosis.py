@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.core.layers import Family, NormLayer
-from bncheck.core.moments import LayerAccumulator
-from bncheck.core.numerics import DEFAULT_EPS
+from bncheck.core.network.layers import Family, NormLayer
+from bncheck.core.network.moments import LayerAccumulator
+from bncheck.core.network.numerics import DEFAULT_EPS
 
 # Expected KL (nats, mean over channels) at which a layer's running stats stop standing in for
 # its training-time batch statistics.

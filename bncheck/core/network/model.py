@@ -12,10 +12,10 @@ from typing import Protocol
 
 import numpy as np
 
-from bncheck.core.formats import ModelFormat
-from bncheck.core.layers import NormLayer
-from bncheck.core.moments import Moments
-from bncheck.core.options import RewriteMode
+from bncheck.core.network.formats import ModelFormat
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.moments import Moments
+from bncheck.core.network.options import RewriteMode
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bncheck.core.findings import Finding
-from bncheck.core.layers import Family, NormLayer
-from bncheck.core.numerics import DEFAULT_EPS
-from bncheck.core.options import Severity
+from bncheck.core.judgement.findings import Finding
+from bncheck.core.network.layers import Family, NormLayer
+from bncheck.core.network.numerics import DEFAULT_EPS
+from bncheck.core.network.options import Severity
 
 # eps of 1e-5 (torch) and 1e-3 (Keras/TF) are both normal; outside this band it is usually a bug,
 # most often BatchNorm2d(C, 0.8) where 0.8 was meant as momentum.

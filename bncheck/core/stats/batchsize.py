@@ -4,7 +4,7 @@ A batch's variance at batch size B is about the within-sample variance plus ``(1
 the variance of the per-sample means, and its mean scatters around the population's by
 ``between / B``: so the running statistics of the layers nearest the input (where eval and
 training propagation still agree) say which B they were averaged at. They say it only as a
-noisy average does: ``core/running_average.py`` simulates that average at each candidate B from
+noisy average does: ``core/stats/running_average.py`` simulates that average at each candidate B from
 the sample data, with the layer's own momentum, and scores how typical the observed running
 statistics are. Every batch size whose score at every layer is within ``Z_PLAUSIBLE`` is
 plausible; the estimate is trusted only when the plausible sizes span at most a factor
@@ -19,10 +19,10 @@ from enum import StrEnum
 
 import numpy as np
 
-from bncheck.core.layers import NormLayer
-from bncheck.core.moments import LayerAccumulator
-from bncheck.core.numerics import TINY
-from bncheck.core.running_average import AverageModel, Score
+from bncheck.core.network.layers import NormLayer
+from bncheck.core.network.moments import LayerAccumulator
+from bncheck.core.network.numerics import TINY
+from bncheck.core.stats.running_average import AverageModel, Score
 
 DEFAULT_BATCH = 32
 # The batch size changes a layer's batch statistics by at most the between-sample variance;

@@ -9,8 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from bncheck.core.arrayfiles import READ_ERRORS, read_error_reason
-from bncheck.core.paths import exists, shown
+from bncheck.core.inputs.arrayfiles import READ_ERRORS, read_error_reason
+from bncheck.core.inputs.paths import exists, shown
 from bncheck.errors import BncheckError
 
 # Suffixes of tensors saved with torch.save, read by the torch backend (core never imports it).

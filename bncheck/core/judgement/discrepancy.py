@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bncheck.core.metrics import CHUNK
-from bncheck.core.numerics import TINY
-from bncheck.core.outputs import OutputStore
+from bncheck.core.judgement.metrics import CHUNK
+from bncheck.core.network.numerics import TINY
+from bncheck.core.passes.outputs import OutputStore
 
 # Outputs this wide or narrower are read as class scores (argmax agreement is reported).
 MAX_CLASSES = 1000

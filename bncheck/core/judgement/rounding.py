@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bncheck.core.discrepancy import NORM_FLOOR
-from bncheck.core.model import Model
-from bncheck.core.numerics import TINY
+from bncheck.core.judgement.discrepancy import NORM_FLOOR
+from bncheck.core.network.model import Model
+from bncheck.core.network.numerics import TINY
 
 SEED = 0
 # float32's own rounding step: a model whose step is larger runs in half precision.

@@ -14,12 +14,12 @@ import math
 
 import numpy as np
 
-from bncheck.core.discrepancy import Discrepancy, Distance
-from bncheck.core.model import Model
-from bncheck.core.outputs import OutputStore
-from bncheck.core.reference import SHUFFLE_SEED
-from bncheck.core.runner import Runner
-from bncheck.core.tolerance import MAX_TOLERANCE, tolerance_for
+from bncheck.core.judgement.discrepancy import Discrepancy, Distance
+from bncheck.core.judgement.tolerance import MAX_TOLERANCE, tolerance_for
+from bncheck.core.network.model import Model
+from bncheck.core.passes.outputs import OutputStore
+from bncheck.core.passes.reference import SHUFFLE_SEED
+from bncheck.core.passes.runner import Runner
 
 # One-sided 99.9% quantiles of Student's t, by degrees of freedom (checkpoint batches - 1): the
 # spread of a few batch means is itself uncertain, so the margin is wide at the first looks.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bncheck.core.options import FailOn, Severity
+from bncheck.core.network.options import FailOn, Severity
 
 
 @dataclass(frozen=True)

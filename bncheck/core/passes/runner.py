@@ -12,12 +12,12 @@ from typing import Protocol
 
 import numpy as np
 
-from bncheck.core.collective import Alone, Collective
-from bncheck.core.data import SampleSource
-from bncheck.core.model import Model
-from bncheck.core.outputs import OutputStore
-from bncheck.core.progress import Progress
-from bncheck.core.taps import TapCollector
+from bncheck.core.distributed.collective import Alone, Collective
+from bncheck.core.inputs.data import SampleSource
+from bncheck.core.network.model import Model
+from bncheck.core.passes.outputs import OutputStore
+from bncheck.core.passes.progress import Progress
+from bncheck.core.stats.taps import TapCollector
 from bncheck.errors import BncheckError
 
 # Batches exchanged at a time under torchrun: bounds what a rank holds of the others' results.

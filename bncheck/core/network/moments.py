@@ -41,7 +41,7 @@ class Moments:
         return self.m2 / max(self.count - 1.0, 1.0)
 
 
-# Per-sample rows a layer keeps for the model of its running average (core/running_average.py):
+# Per-sample rows a layer keeps for the model of its running average (core/stats/running_average.py):
 # enough to resample training batches from, in memory independent of the sample count.
 MAX_ROWS = 4096
 # Channels kept per row, evenly spaced: the model of the running average scores their typical

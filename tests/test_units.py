@@ -12,6 +12,7 @@ import pytest
 from bncheck.core.judgement.diagnosis import divergence
 from bncheck.core.judgement.discrepancy import Discrepancy
 from bncheck.core.judgement.measurements import Measurements
+from bncheck.core.judgement.shift import ShiftEvidence
 from bncheck.core.judgement.tolerance import tolerance_for
 from bncheck.core.judgement.verdict import FixMode, VerdictKind, decide
 from bncheck.core.network.layers import Family, MomentumNote, NormLayer
@@ -90,6 +91,31 @@ def test_decide_ok_and_inconclusive() -> None:
     assert decide(_measured(0.35, {"eval": 0.5})).verdict is VerdictKind.INCONCLUSIVE
     # 3 reference batches of 16 are too few.
     assert decide(_measured(0.1, {"eval": 0.9}, n=48)).verdict is VerdictKind.INCONCLUSIVE
+
+
+def test_after_an_input_shift_a_candidate_within_tolerance_is_never_passed_over_in_silence(
+        ) -> None:
+    shift = ShiftEvidence("bn", 2.27, 0.03, 1, 9.0, 1.0)
+    m = dataclasses.replace(_measured(0.01, {"eval": 0.9, "recalibrate": 0.5,
+                                             "instance-norm": 0.01, "batch-stats": 0.02}),
+                            shift=shift)
+    # instance-norm is right under either reading: recommended, the shift still said.
+    v = decide(m)
+    assert v.verdict is VerdictKind.MISMATCH and v.mode is FixMode.INSTANCE_NORM
+    assert v.diagnosis.value == "input-shift" and "per-sample gain and offset" in v.reason
+    # With the batch size not known it rests on, one sentence each says why not.
+    uncertain = BatchSizeEstimate(16, BatchSizeSource.UNCERTAIN, "allows 1 or more", 1, None)
+    v = decide(dataclasses.replace(m, train_batch=uncertain))
+    assert v.mode is FixMode.NONE
+    assert "instance-norm comes to 0.010, within tolerance, but that rests on the training " \
+        "batch size" in v.reason and "--train-batch-size" in v.reason
+    assert "batch-stats comes to 0.020, within tolerance, but it would take every batch's " \
+        "statistics" in v.reason
+    # Nothing within tolerance: no such sentence.
+    far = dataclasses.replace(_measured(0.01, {"eval": 0.9, "recalibrate": 0.5,
+                                               "instance-norm": 0.4, "batch-stats": 0.3}),
+                              shift=shift)
+    assert "within tolerance, but" not in decide(far).reason
 
 
 def test_a_batch_size_the_data_does_not_pin_never_carries_a_batch_dependent_fix() -> None:

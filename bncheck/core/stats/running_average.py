@@ -131,11 +131,6 @@ class _Replicates:
     centre: np.ndarray  # (F,)
     spread: np.ndarray  # (F,)
 
-    def loglik(self, x: np.ndarray) -> np.ndarray:
-        """Gaussian log-likelihood per feature, averaged, of (..., F) feature vectors."""
-        z = (x - self.centre) / self.spread
-        return np.mean(-0.5 * z * z - np.log(self.spread), axis=-1)
-
 
 class AverageModel:
     """Replicate running averages of one layer, at any training batch size, from sample rows,
@@ -252,7 +247,8 @@ class AverageModel:
         x, rep = self._observed, reps.features
         z_mean = _upper_z(*_deviation(x[:c], rep[:, :c], reps.centre[:c], reps.spread[:c]))
         z_var = _upper_z(*_deviation(x[c:], rep[:, c:], reps.centre[c:], reps.spread[c:]))
-        return Score(reps.batch, z_mean, z_var, float(reps.loglik(x)), relative)
+        return Score(reps.batch, z_mean, z_var, float(_loglik_table(x[None, :], [reps])[0, 0]),
+                     relative)
 
     def score(self, batch: int) -> Score:
         """How well an average over batches of ``batch`` holds the observed running statistics
@@ -280,8 +276,8 @@ class AverageModel:
 
 
 def _loglik_table(x: np.ndarray, reps: list[_Replicates]) -> np.ndarray:
-    """``_Replicates.loglik`` of each row of ``x`` (N, F) under each of ``reps``: (N, len(reps)),
-    expanded into matrix products."""
+    """The Gaussian log-likelihood per feature, averaged, of each row of ``x`` (N, F) under each
+    of ``reps``: (N, len(reps)), the square expanded into matrix products."""
     inv = np.stack([1.0 / (r.spread * r.spread) for r in reps])  # (R, F)
     centre = np.stack([r.centre for r in reps])
     f = x.shape[1]

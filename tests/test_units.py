@@ -188,8 +188,8 @@ def test_replicate_running_averages_have_the_expected_centre_and_spread() -> Non
         run_mean, run_var = (a[0] for a in model.replicates([b]))
         k = 16 * b / (16 * b - 1)
         assert float(run_var.mean()) == pytest.approx(k * (1 + (1 - 1 / b) * 2), rel=0.03)
-        # Each replicate's channels also drift by 10% of the running std (DRIFT).
-        drift = 0.01 * k * (1 + (1 - 1 / b) * 2)
+        # Each replicate's channels also drift by 20% of the running std (DRIFT).
+        drift = 0.04 * k * (1 + (1 - 1 / b) * 2)
         expected_sd = math.sqrt(0.1 / 1.9 * 2 / b + 2 / 1024 + drift)
         assert float(run_mean.std()) == pytest.approx(expected_sd, rel=0.2)
 
@@ -205,7 +205,7 @@ def test_batch_size_estimate_recovers_b_by_hand() -> None:
     # running_var = within + (1 - 1/4) * between = 1 + 0.75 * 2 = 2.5 (times torch's Bessel
     # factor 64/63 for 4 samples of 16 values) means B = 4. With a slow average (momentum 0.01)
     # the average scatters little (an average of about 200 batches: about 4% of running_var),
-    # and over 32 channels their 10% drift averages out, so only sizes near 4 fit.
+    # and over 32 channels their 20% drift averages out, so only sizes near 4 fit.
     acc = _acc(within=1.0, between=2.0, n=4096, channels=32)
     est = estimate_batch_size([(_slow_layer(2.5 * 64 / 63, 0.01, channels=32), acc)],
                               n_samples=4096)
@@ -226,10 +226,12 @@ def test_batch_size_is_uncertain_when_the_running_average_is_noisy() -> None:
 
 def test_batch_size_one_is_pinned_when_samples_differ_widely() -> None:
     # Trained at 1, running_var is the within-sample variance alone (1, times the Bessel factor
-    # 16/15), far below within + between (3): B = 1 and nothing else fits.
+    # 16/15), far below within + between (3): B = 1. One channel's 20% drift still admits 2
+    # (within + between / 2 = 2, log ratio 0.63), nothing larger.
     acc = _acc(within=1.0, between=2.0, n=256)
     est = estimate_batch_size([(_slow_layer(16 / 15, 0.1), acc)], n_samples=256)
-    assert est.source is BatchSizeSource.ESTIMATED and est.value == 1 and est.high == 1
+    assert est.source is BatchSizeSource.ESTIMATED and est.value == 1
+    assert est.high is not None and est.high <= 2
 
 
 def test_a_running_mean_far_beyond_its_noise_fits_no_batch_size() -> None:

@@ -27,6 +27,7 @@ fixtures: $(STAMP)
 	$(BIN)/python fixtures/make_fixtures.py
 	$(BIN)/python fixtures/make_keras_fixtures.py
 	$(BIN)/python fixtures/make_tf_fixtures.py
+	$(BIN)/python fixtures/make_export_forms.py
 
 demo: $(STAMP)
 	BIN=$(BIN) bash fixtures/demo.sh

@@ -62,7 +62,7 @@ def load(model: Any, *, arch: str | None = None, allow_pickle: bool = False,
 
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
-        return OnnxModel(proto, Path("<onnx.ModelProto>"), device)
+        return OnnxModel.of(proto, Path("<onnx.ModelProto>"), device)
     if _is_keras_model(model):
         from bncheck.backends.keras.model import KerasModel
         from bncheck.backends.keras.runtime import import_keras
@@ -197,6 +197,13 @@ def refuse_empty_layers(model: Model, command: str) -> None:
                            "(bncheck inspect lists it)")
 
 
+def refuse_hidden(model: Model, command: str) -> None:
+    """A model with normalization bncheck cannot see gets no verdict and no rewrite: what
+    was found, and what to give bncheck instead, in one sentence (see inspect for all)."""
+    if model.hidden:
+        raise BncheckError(f"{model.path}: cannot {command} it: {model.hidden[0]}")
+
+
 def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, device: Device | str = Device.CPU,
             limit: int | None = None, labels: Any = None, targets: Any = None,
@@ -213,6 +220,7 @@ def compare(model: Any, data: Any, *, train_batch_size: int | None = None,
 
     loaded = load(model, arch=arch, allow_pickle=allow_pickle, device=device)
     inspection = inspect_model(loaded)
+    refuse_hidden(loaded, "compare")
     refuse_empty_layers(loaded, "compare")
     src, runnable = open_data(data, loaded, image=image, limit=limit, input_shape=input_shape)
     truth = truth_for(labels, targets, len(src))
@@ -306,6 +314,7 @@ def rewrite(model: Any, mode: str | RewriteMode | Sequence[RewriteMode], *, data
     if data is None and (labels is not None or targets is not None):
         raise BncheckError("--labels/--targets need --data: the metric is measured on it")
     loaded = load(model, arch=arch, allow_pickle=allow_pickle, device=device)
+    refuse_hidden(loaded, "rewrite")
     refuse_empty_layers(loaded, "rewrite")
     src = truth = None
     if data is not None:

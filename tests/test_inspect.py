@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, cli, model_path
+from conftest import DATA, ROOT, cli, model_path
 
 
 def _codes(path: Path, *extra: str) -> dict[str, set[str]]:
@@ -79,10 +79,26 @@ def test_small_variance_and_dead_channels(tmp_path: Path) -> None:
     assert "in 1 of 8 channels" in msgs["eps-dominates"]
 
 
-def test_onnx_without_norm_layers_says_bn_was_folded() -> None:
+def test_onnx_with_bn_folded_by_the_torchscript_exporter_is_never_ok() -> None:
+    # The exporter gave the Conv it fused with a BatchNorm a new weight and bias: a trace.
     r = cli("inspect", ROOT / "tests" / "data" / "folded.onnx", "--format", "json")
+    assert r.code == 1
     (f,) = r.json()["findings"]
-    assert f["code"] == "no-norm-layers" and "do_constant_folding=False" in f["message"]
+    assert f["code"] == "hidden-norm" and f["severity"] == "error"
+    assert "do_constant_folding=False" in f["message"] and "/0/Conv" in f["message"]
+    r = cli("compare", ROOT / "tests" / "data" / "folded.onnx", "--data", DATA / "digits_x.npy")
+    assert r.code == 2 and "folded BatchNorm" in r.err and "Traceback" not in r.err
+
+
+def test_onnx_without_norm_layers_or_a_trace_of_them_warns(tmp_path: Path) -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(net.eval(), (torch.zeros(1, 1, 8, 8),), path, dynamo=False)
+    r = cli("inspect", path, "--format", "json")
+    assert r.code == 0
+    (f,) = r.json()["findings"]
+    assert f["code"] == "no-norm-layers" and f["severity"] == "warn"
+    assert "do_constant_folding=False" in f["message"]  # the TorchScript exporter wrote it
 
 
 def test_json_is_the_only_thing_on_stdout() -> None:

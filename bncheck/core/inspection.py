@@ -24,5 +24,5 @@ class Inspection:
 def inspect_model(model: Model) -> Inspection:
     """Discover layers and run the data-free checks."""
     layers = model.layers()
-    findings = sort_findings(check_layers(layers, model_is_onnx=model.backend == "onnx"))
+    findings = sort_findings(check_layers(layers, hidden=model.hidden, keep_bn=model.keep_bn))
     return Inspection(str(model.path), model.format.value, model.backend, layers, findings)

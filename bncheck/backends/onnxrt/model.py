@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from bncheck.backends.onnxrt.decomposed import fuse_decomposed
 from bncheck.backends.onnxrt.dropout import (
     activate_dropout,
     deactivate_dropout,
@@ -23,6 +24,7 @@ from bncheck.backends.onnxrt.graph import (
     opset,
     static_shapes,
 )
+from bncheck.backends.onnxrt.hidden import KEEP_BN, exporter, hidden_norms, listed
 from bncheck.backends.onnxrt.layers import discover, is_training_mode, nested_norms
 from bncheck.backends.onnxrt.passes import apply_pass
 from bncheck.backends.onnxrt.taps import add_taps, row_fits, summary
@@ -47,7 +49,8 @@ class OnnxModel:
     backend = "onnx"
 
     def __init__(self, proto: onnx.ModelProto, path: Path, device: Device = Device.CPU,
-                 fmt: ModelFormat = ModelFormat.ONNX, notes: tuple[str, ...] = ()) -> None:
+                 fmt: ModelFormat = ModelFormat.ONNX, notes: tuple[str, ...] = (),
+                 hidden: tuple[str, ...] | None = None) -> None:
         self.proto = proto
         self.path = path
         self.format = fmt
@@ -65,6 +68,8 @@ class OnnxModel:
         # long for it; then those are tapped in the general form.
         self._short = conv2d_outputs(proto.graph)
         self.notes = notes
+        self.hidden = hidden_norms(proto) if hidden is None else hidden
+        self.keep_bn: str | None = KEEP_BN[exporter(proto)]
         # onnxruntime's CPU provider computes in plain float32; the CUDA one is told to (below).
         self.precision: Mapping[str, object] | None = {"provider_tf32": False}
         # A batch dimension the graph fixes: runs are split into batches of this size.
@@ -91,8 +96,19 @@ class OnnxModel:
         """
         if device is not Device.CPU:
             _providers(device)  # imports onnxruntime, which a plain inspect never needs
-        proto = load_proto(path)
-        return cls(deactivate_dropout(proto) if has_active_dropout(proto) else proto, path, device)
+        return cls.of(load_proto(path), path, device)
+
+    @classmethod
+    def of(cls, proto: onnx.ModelProto, path: Path, device: Device = Device.CPU) -> OnnxModel:
+        """The model of a graph as read: a BatchNorm written in elementwise ops becomes one
+        BatchNormalization node, test-time dropout bncheck wrote is off."""
+        proto, rebuilt = fuse_decomposed(proto)
+        notes = () if not rebuilt else (
+            f"BatchNorm {listed(rebuilt)} {'were' if len(rebuilt) > 1 else 'was'} written as "
+            "elementwise ops with its running statistics as constants; bncheck reads, and "
+            "rewrites, each as one BatchNormalization node computing the same function",)
+        return OnnxModel(deactivate_dropout(proto) if has_active_dropout(proto) else proto, path,
+                         device, notes=notes)
 
     @property
     def float_eps(self) -> float:
@@ -121,7 +137,7 @@ class OnnxModel:
         _dynamic_batch(relaxed)
         free = OnnxModel(relaxed, self.path, self.device, self.format, (
             *self.notes, f"the graph fixes the batch size at {self.max_batch}; bncheck runs it, "
-            "and writes it, with a free batch dimension, which the graph allows"))
+            "and writes it, with a free batch dimension, which the graph allows"), self.hidden)
         try:
             # Two different batch sizes: a graph that only pretends to be free fails one.
             free.run([np.concatenate([a[:1]] * 2) for a in example])
@@ -129,7 +145,8 @@ class OnnxModel:
         except BncheckError:
             fixed = OnnxModel(self.proto, self.path, self.device, self.format, (
                 *self.notes, f"the graph only runs at batch size {self.max_batch}: runs are "
-                f"split into batches of {self.max_batch}, and the reference cannot be larger"))
+                f"split into batches of {self.max_batch}, and the reference cannot be larger"),
+                self.hidden)
             fixed._batch_checked = True
             return fixed
         return free

@@ -65,6 +65,9 @@ class TorchModel:
 
     backend = "torch"
     max_batch: int | None = None
+    # A module holds its BatchNorm modules as they are: nothing folded out of sight.
+    hidden: tuple[str, ...] = ()
+    keep_bn: str | None = None
 
     def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
                  checkpoint: Checkpoint | None, device: torch.device, *,

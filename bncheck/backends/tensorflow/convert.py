@@ -16,9 +16,10 @@ import numpy as np
 
 from bncheck.backends.onnxrt.graph import EXPORT_OPSET
 from bncheck.backends.tensorflow.graphs import FrozenGraph
+from bncheck.backends.tensorflow.statistics import FUSED as _FUSED
+from bncheck.backends.tensorflow.statistics import layer_of
 from bncheck.errors import BncheckError
 
-_FUSED = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 _FOLDS_BN = "remove_back_to_back"
 
 
@@ -28,13 +29,9 @@ class Converted:
 
     proto: Any
     training: frozenset[str]  # layers the graph ran with is_training=True
-    tf_norms: int  # FusedBatchNorm ops in the TensorFlow graph
-
-
-def layer_of(op_name: str) -> str:
-    """The user's layer for a FusedBatchNorm op: "enc2/batchnorm/FusedBatchNormV3" -> its scope."""
-    scope, _, last = op_name.rpartition("/")
-    return scope if scope and last.startswith("FusedBatchNorm") else op_name
+    tf_norms: int  # FusedBatchNorm ops in the TensorFlow graph, those bncheck rebuilt included
+    rebuilt: tuple[str, ...]  # layers bncheck fused back from elementwise ops
+    unmapped: tuple[str, ...]  # layers whose running statistics no BatchNorm op reads
 
 
 def to_onnx(tf: Any, frozen: FrozenGraph) -> Converted:
@@ -44,7 +41,9 @@ def to_onnx(tf: Any, frozen: FrozenGraph) -> Converted:
     graph_def = tf.compat.v1.GraphDef()
     graph_def.CopyFrom(frozen.graph_def)
     training = _to_inference(graph_def)
+    momenta = {**_momenta(graph_def), **training}
     norms = [n.name for n in graph_def.node if n.op in _FUSED]
+    names = {n: frozen.stats.layers.get(n, layer_of(n)) for n in norms}
     try:
         with tf.Graph().as_default() as graph:
             tf.import_graph_def(graph_def, name="")
@@ -56,8 +55,17 @@ def to_onnx(tf: Any, frozen: FrozenGraph) -> Converted:
     except Exception as e:  # tf2onnx raises many types for ops it does not support
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise BncheckError(f"tf2onnx cannot convert this graph ({first})") from e
-    _name_parameters(proto, set(norms), training)
-    return Converted(proto, frozenset(layer_of(n) for n in training), len(norms))
+    _name_parameters(proto, names, momenta)
+    return Converted(proto, frozenset(names[n] for n in training), len(norms),
+                     tuple(names[n] for n in frozen.stats.rebuilt if n in names),
+                     tuple(frozen.stats.unmapped()))
+
+
+def _momenta(graph_def: Any) -> dict[str, float | None]:
+    """The momentum (``exponential_avg_factor``) each inference-mode fused op records."""
+    return {n.name: n.attr["exponential_avg_factor"].f for n in graph_def.node
+            if n.op in _FUSED and "exponential_avg_factor" in n.attr
+            and 0.0 < n.attr["exponential_avg_factor"].f < 1.0}
 
 
 def _to_inference(graph_def: Any) -> dict[str, float | None]:
@@ -91,7 +99,7 @@ def _is_empty(const: Any) -> bool:
     return any(d.size == 0 for d in const.attr["value"].tensor.tensor_shape.dim)
 
 
-def _name_parameters(proto: Any, norms: set[str], training: dict[str, float | None]) -> None:
+def _name_parameters(proto: Any, names: dict[str, str], momenta: dict[str, float | None]) -> None:
     """Name each BN's parameters after its TensorFlow layer ("enc2/batchnorm.running_mean"),
     as the ONNX backend reads names, and give it the momentum the graph trained with."""
     import onnx
@@ -103,9 +111,9 @@ def _name_parameters(proto: Any, norms: set[str], training: dict[str, float | No
     named: set[str] = set()
     for node in proto.graph.node:
         # tf2onnx names each node after the TensorFlow op it converts.
-        if node.op_type != "BatchNormalization" or node.name not in norms:
+        if node.op_type != "BatchNormalization" or node.name not in names:
             continue
-        layer = layer_of(node.name)
+        layer = names[node.name]
         for slot, suffix in enumerate((".weight", ".bias", ".running_mean", ".running_var"), 1):
             old = node.input[slot]
             if old not in inits:
@@ -116,7 +124,7 @@ def _name_parameters(proto: Any, norms: set[str], training: dict[str, float | No
                 proto.graph.initializer.append(copy)
                 named.add(new)
             node.input[slot] = new
-        momentum = training.get(node.name)
+        momentum = momenta.get(node.name)
         if momentum is not None:
             set_attr(node, "momentum", 1.0 - momentum)
     used = {i for n in proto.graph.node for i in n.input}

@@ -8,12 +8,22 @@ from __future__ import annotations
 import io
 import os
 import re
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
+from bncheck.backends.tensorflow.decomposed import fuse
+from bncheck.backends.tensorflow.statistics import (
+    GraphStatistics,
+    is_statistic,
+    match_layers,
+    named_constants,
+)
 from bncheck.core.network.formats import ModelFormat
 from bncheck.errors import BncheckError
 
@@ -34,6 +44,7 @@ class FrozenGraph:
     graph_def: Any
     inputs: list[str]  # "image:0"
     outputs: list[str]
+    stats: GraphStatistics = field(default_factory=GraphStatistics)
 
 
 def import_tensorflow() -> tuple[ModuleType, ModuleType]:
@@ -71,16 +82,18 @@ def read_graph(path: Path, fmt: ModelFormat) -> FrozenGraph:
     from tf2onnx import tf_loader
 
     quiet = io.StringIO()
+    stats = GraphStatistics()
     try:
-        with redirect_stdout(quiet), redirect_stderr(quiet):
+        with redirect_stdout(quiet), redirect_stderr(quiet), _fusing(tf, tf_loader, stats):
             if fmt is ModelFormat.TF_SAVED_MODEL:
-                return _saved_model(tf_loader, path)
+                return _saved_model(tf, tf_loader, path, stats)
             if fmt is ModelFormat.TF_CHECKPOINT:
                 meta = checkpoint_meta(path)
                 graph_def = _meta_graph(tf, meta)
                 inputs, outputs = _ends(graph_def)
                 frozen, inputs, outputs = tf_loader.from_checkpoint(str(meta), inputs, outputs)
-                return FrozenGraph(frozen, inputs, outputs)
+                match_layers(tf, frozen, stats)
+                return FrozenGraph(frozen, inputs, outputs, stats)
     except BncheckError:
         raise
     except Exception as e:  # TensorFlow raises many types for damaged or unusual files
@@ -94,12 +107,43 @@ def read_graph(path: Path, fmt: ModelFormat) -> FrozenGraph:
     if not graph_def.node:
         raise BncheckError(f"{path} is not a TensorFlow graph: it holds no nodes")
     inputs, outputs = _ends(graph_def)
-    return FrozenGraph(graph_def, inputs, outputs)
+    _rebuild(tf, graph_def, stats)
+    match_layers(tf, graph_def, stats)
+    return FrozenGraph(graph_def, inputs, outputs, stats)
 
 
-def _saved_model(tf_loader: Any, path: Path) -> FrozenGraph:
+# Keras' default BatchNormalization momentum (its convention: the old average's weight). Keras
+# exports do not record a layer's momentum, and a decomposed BatchNorm comes from Keras.
+KERAS_DEFAULT_MOMENTUM = 0.99
+
+
+def _rebuild(tf: Any, graph_def: Any, stats: GraphStatistics) -> None:
+    """Fuse the decomposed BatchNorms of ``graph_def`` and note its named statistics."""
+    stats.named.update(named_constants(tf, graph_def))
+    stats.rebuilt += fuse(tf, graph_def, KERAS_DEFAULT_MOMENTUM)
+
+
+@contextmanager
+def _fusing(tf: Any, tf_loader: Any, stats: GraphStatistics) -> Iterator[None]:
+    """tf2onnx's loaders freeze a graph and then constant-fold it, which folds a decomposed
+    BatchNorm's statistics away; its folding step is wrapped so that they are fused first."""
+    original = tf_loader.tf_optimize
+
+    def optimize(inputs: list[str], outputs: list[str], graph_def: Any) -> Any:
+        _rebuild(tf, graph_def, stats)
+        return original(inputs, outputs, graph_def)
+
+    tf_loader.tf_optimize = optimize
     try:
-        frozen, inputs, outputs = tf_loader.from_saved_model(str(path), None, None)[:3]
+        yield
+    finally:
+        tf_loader.tf_optimize = original
+
+
+def _saved_model(tf: Any, tf_loader: Any, path: Path, stats: GraphStatistics) -> FrozenGraph:
+    try:
+        frozen, inputs, outputs, _, imported = tf_loader.from_saved_model(
+            str(path), None, None, return_concrete_func=True)[:5]
     except (ValueError, KeyError, IndexError) as e:
         if "signature" in str(e).lower() or isinstance(e, (KeyError, IndexError)):
             raise BncheckError(f"{path}: the SavedModel has no serving signature, so its inputs "
@@ -109,7 +153,12 @@ def _saved_model(tf_loader: Any, path: Path) -> FrozenGraph:
     if not inputs or not outputs:
         raise BncheckError(f"{path}: the SavedModel has no serving signature, so its inputs and "
                            "outputs are unknown; save it with a signature")
-    return FrozenGraph(frozen, list(inputs), list(outputs))
+    # A TF2 SavedModel's frozen constants are anonymous; its variables keep the layer names.
+    for v in tf.train.TrackableView(imported).descendants():
+        if isinstance(v, tf.Variable) and is_statistic(v.name):
+            stats.named[v.name.split(":")[0]] = np.asarray(v.numpy())
+    match_layers(tf, frozen, stats)
+    return FrozenGraph(frozen, list(inputs), list(outputs), stats)
 
 
 def _meta_graph(tf: Any, meta: Path) -> Any:

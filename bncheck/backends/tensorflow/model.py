@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from bncheck.backends.onnxrt.hidden import listed
 from bncheck.backends.onnxrt.model import OnnxModel
 from bncheck.backends.tensorflow.convert import to_onnx
-from bncheck.backends.tensorflow.graphs import import_tensorflow, read_graph
+from bncheck.backends.tensorflow.graphs import (
+    KERAS_DEFAULT_MOMENTUM,
+    import_tensorflow,
+    read_graph,
+)
 from bncheck.core.network.formats import ModelFormat
 from bncheck.core.network.layers import NormLayer
 from bncheck.core.network.model import InputSpec
@@ -20,13 +25,25 @@ TRAINING_NOTE = ("the TensorFlow graph runs {n} BatchNorm layer(s) with is_train
                  "and compares that with the training behaviour")
 
 
+REBUILT_NOTE = ("BatchNorm {layers} {were} written as elementwise ops (tf.nn.batch_normalization, "
+                "as Keras 3 exports it); bncheck read {them} as BatchNormalization, with Keras' "
+                f"default momentum {KERAS_DEFAULT_MOMENTUM}, which the export does not record")
+UNMAPPED = ("the graph holds the running statistics of {layers}, which bncheck could not map to "
+            "a BatchNorm (written as elementwise ops over other than NHWC images): give bncheck "
+            "the .keras file, or a SavedModel whose BatchNorm runs on images")
+
+
 class TensorFlowModel(OnnxModel):
     """The ONNX form of a TensorFlow graph; its images are channels-last, as TensorFlow's are."""
 
     def __init__(self, proto: object, path: Path, fmt: ModelFormat, training: frozenset[str],
-                 notes: tuple[str, ...], device: Device = Device.CPU) -> None:
-        super().__init__(proto, path, device, fmt=fmt, notes=notes)  # type: ignore[arg-type]
+                 notes: tuple[str, ...], device: Device = Device.CPU,
+                 hidden: tuple[str, ...] = ()) -> None:
+        super().__init__(proto, path, device, fmt=fmt, notes=notes,  # type: ignore[arg-type]
+                         hidden=hidden)
         self.training = training
+        # A TensorFlow file is the framework's own: there is no export to redo.
+        self.keep_bn = None
 
     @classmethod
     def load(cls, path: Path, device: Device = Device.CPU) -> TensorFlowModel:
@@ -39,7 +56,14 @@ class TensorFlowModel(OnnxModel):
         notes: tuple[str, ...] = ()
         if converted.training:
             notes = (TRAINING_NOTE.format(n=len(converted.training)),)
-        model = cls(converted.proto, path, fmt, converted.training, notes, device)
+        if converted.rebuilt:
+            many = len(converted.rebuilt) > 1
+            notes = (*notes, REBUILT_NOTE.format(layers=listed(converted.rebuilt),
+                                                 were="were" if many else "was",
+                                                 them="them" if many else "it"))
+        hidden = (UNMAPPED.format(layers=listed(converted.unmapped)),) \
+            if converted.unmapped else ()
+        model = cls(converted.proto, path, fmt, converted.training, notes, device, hidden)
         kept = sum(1 for layer in model.layers() if layer.kind == "BatchNormalization")
         if kept != converted.tf_norms:
             model.notes = (*model.notes, f"the TensorFlow graph has {converted.tf_norms} "
@@ -54,3 +78,4 @@ class TensorFlowModel(OnnxModel):
     def inputs(self) -> list[InputSpec]:
         """Image inputs (rank 4) are NHWC, TensorFlow's default layout."""
         return [dataclasses.replace(s, channels_last=len(s.shape) == 4) for s in super().inputs()]
+

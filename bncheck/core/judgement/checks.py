@@ -21,26 +21,32 @@ MOMENTUM_HIGH = 0.5
 INIT_TOL = 1e-6
 
 
-def check_layers(layers: list[NormLayer], *, model_is_onnx: bool) -> list[Finding]:
-    """Run every data-free check over ``layers`` and return the findings (unsorted)."""
+HIDDEN = "hidden-norm"
+
+
+def check_layers(layers: list[NormLayer], *, hidden: tuple[str, ...] = (),
+                 keep_bn: str | None = None) -> list[Finding]:
+    """Run every data-free check over ``layers`` and return the findings (unsorted).
+
+    ``hidden`` holds the model's traces of normalization no layer maps (an error each: nothing
+    can be said of the model as a whole); ``keep_bn`` says how its exporter keeps BatchNorm.
+    """
     findings: list[Finding] = []
     for layer in layers:
         findings.extend(_check_layer(layer))
-    if not layers:
-        findings.append(_no_layers_finding(model_is_onnx))
+    findings.extend(Finding("", Severity.ERROR, HIDDEN, sentence) for sentence in hidden)
+    if not layers and not hidden:
+        findings.append(_no_layers_finding(keep_bn))
     return findings
 
 
-def _no_layers_finding(model_is_onnx: bool) -> Finding:
-    if model_is_onnx:
-        return Finding(
-            "",
-            Severity.WARN,
-            "no-norm-layers",
-            "no normalization layer in this ONNX graph; BatchNorm was probably folded into Conv at "
-            "export. To keep it, export with torch.onnx.export(..., do_constant_folding=False, "
-            "training=torch.onnx.TrainingMode.PRESERVE).",
-        )
+def _no_layers_finding(keep_bn: str | None) -> Finding:
+    if keep_bn is not None:
+        # An exported graph without a trace of BatchNorm: it had none, or the exporter left
+        # no mark of folding it.
+        return Finding("", Severity.WARN, "no-norm-layers",
+                       "no normalization layer in this graph, and no trace of one; if the model "
+                       f"had BatchNorm, it was folded at export: to keep it, {keep_bn}")
     return Finding("", Severity.INFO, "no-norm-layers", "no normalization layer in this model")
 
 

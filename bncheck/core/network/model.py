@@ -69,6 +69,12 @@ class Model(Protocol):
     max_batch: int | None
     # What the backend changed or assumed to make the model runnable, one sentence each.
     notes: tuple[str, ...]
+    # Normalization the file shows traces of that no layer maps (folded into a convolution,
+    # statistics no node reads), one sentence each naming what to give bncheck instead: with
+    # any, nothing may be said of the model as a whole.
+    hidden: tuple[str, ...]
+    # How the file's exporter keeps BatchNorm a layer (None: the file is the framework's own).
+    keep_bn: str | None
     # The float precision bncheck's passes ran at, where the backend sets it (JSON-ready).
     precision: Mapping[str, object] | None
 

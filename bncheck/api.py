@@ -35,6 +35,7 @@ from bncheck.core.passes.progress import Progress
 from bncheck.core.passes.runner import Loader, serial_loader
 from bncheck.core.results import Comparison
 from bncheck.errors import BncheckError
+from bncheck.extras import requires
 from bncheck.rewriting.matrix import parse_modes
 from bncheck.rewriting.run import Prepared, RewriteReport, prepare, write
 
@@ -153,9 +154,10 @@ def open_data(data: Any, model: Model, *, image: ImageOptions | None = None,
 
 def _torch_reader() -> TensorReader:
     def read(path: Path) -> list[np.ndarray]:
-        from bncheck.backends.pytorch.data import read_tensor_file
+        with requires(f"--data {path} (a torch.save'd tensor)", "torch"):
+            from bncheck.backends.pytorch.data import read_tensor_file
 
-        return read_tensor_file(path)
+            return read_tensor_file(path)
 
     return read
 

@@ -18,6 +18,7 @@ keras = pytest.importorskip("keras")  # the keras extra; make test installs it
 
 import bncheck  # noqa: E402
 from bncheck.backends.keras.build import keras_net  # noqa: E402
+from bncheck.backends.keras.runtime import to_numpy  # noqa: E402
 from bncheck.core.judgement.verdict import FixMode, VerdictKind  # noqa: E402
 from fixtures.keras_archs import torch_twin  # noqa: E402
 from tests.support.mutations import keras_lambda  # noqa: E402
@@ -33,7 +34,7 @@ def truth() -> dict[str, Any]:
 
 
 def _numpy(t: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(t))
+    return to_numpy(t)
 
 
 def test_unet_trained_at_batch_one_is_flagged_and_fixed(tmp_path: Path,

@@ -109,7 +109,7 @@ def test_pb_that_is_not_a_graph(tmp_path: Path) -> None:
     path.write_bytes(np.random.default_rng(1).bytes(4096))
     before = path.read_bytes()
     r = cli("inspect", path)
-    assert r.code == 2 and "not a TensorFlow graph" in r.err and "Traceback" not in r.err
+    assert r.code == 2 and "cannot read it as a TensorFlow graph" in r.err and "Traceback" not in r.err
     assert path.read_bytes() == before
 
 

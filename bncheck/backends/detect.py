@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bncheck.core.inputs.paths import exists, shown
 from bncheck.core.network.formats import ModelFormat
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, reading
 
 _PICKLE_PROTOCOL_BYTE = 0x80
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -32,7 +32,7 @@ def detect_format(path: Path) -> ModelFormat:
     size = path.stat().st_size
     if size == 0:
         raise BncheckError(f"{path} is empty (0 bytes); check that it was written completely")
-    with path.open("rb") as f:
+    with reading(path, "a model file"), path.open("rb") as f:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
         return _zip_format(path)
@@ -54,12 +54,10 @@ def detect_format(path: Path) -> ModelFormat:
 
 
 def _zip_format(path: Path) -> ModelFormat:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise BncheckError(f"{path} is a damaged zip archive ({e}); the checkpoint is probably "
-                           "truncated: copy or save it again") from e
+    with reading(path, "a zip archive",
+                 advice="the file is probably truncated: copy or save it again"), \
+            zipfile.ZipFile(path) as z:
+        names = z.namelist()
     if "config.json" in names and "metadata.json" in names:
         return ModelFormat.KERAS
     tails = {n.split("/", 1)[1] if "/" in n else n for n in names}

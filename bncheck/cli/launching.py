@@ -14,6 +14,7 @@ from types import FrameType
 
 from bncheck.core.distributed.launch_records import LAUNCH_DIR_ENV, interrupted, launched_rank
 from bncheck.errors import BncheckError
+from bncheck.extras import requires
 from bncheck.report.console import error_line
 
 OPTION = "--nproc-per-node"
@@ -51,12 +52,11 @@ def run_launched(args: list[str], nproc: int) -> int:
     # instance of 'pybind11::error_already_set'", exit -6.
     signal.signal(signal.SIGINT, _stop_before_launch)
     try:
-        try:
+        # torch's elastic agent starts and joins the workers, whatever the model's format.
+        with requires(OPTION, "torch"):
             from bncheck.backends.pytorch.launch import launch
-        except ImportError as e:
-            raise BncheckError(f"{OPTION} needs torch ({e}); install it with "
-                               "pip install 'bncheck[torch]'") from None
-        outcome = launch(args, nproc)
+
+            outcome = launch(args, nproc)
     except BncheckError as e:
         error_line(str(e))
         return 2

@@ -109,7 +109,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
         # keeps its whole pass: the rest of each pass runs again, tapped, outputs not kept.
         if eval_tapped < n:
             runner.run(model, "eval (taps)", batch_size, shuffled[eval_tapped:],
-                       taps=list(layers), on_tap=eval_taps, keep_outputs=False)
+                       taps=list(layers), on_tap=eval_taps, keep_outputs=False).close()
             if estimate(eval_taps, n) != train:
                 ref.close()
                 return compare(model, src, batch_size=batch_size,
@@ -119,7 +119,7 @@ def compare(model: Model, src: SampleSource, *, batch_size: int, train_batch_siz
             eval_tapped = n
         if ref_tapped < used.size:
             runner.run(ref_model, "reference (taps)", b, used[ref_tapped:], taps=list(layers),
-                       on_tap=ref_taps, keep_outputs=False)
+                       on_tap=ref_taps, keep_outputs=False).close()
             ref_tapped = used.size
     if eval_tapped < n or ref_tapped < used.size:
         notes.append(f"layer statistics converged on {eval_tapped} of {n} samples in eval mode "

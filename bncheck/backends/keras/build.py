@@ -33,9 +33,9 @@ def is_batch_norm(layer: Any) -> bool:
 
 
 def _array(variable: Any) -> np.ndarray:
-    from keras import ops
+    from bncheck.backends.keras.runtime import to_numpy
 
-    return np.asarray(ops.convert_to_numpy(variable), dtype=np.float32).reshape(-1)
+    return to_numpy(variable).astype(np.float32).reshape(-1)
 
 
 def options_of(layer: Any) -> KerasOptions:

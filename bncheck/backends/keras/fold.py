@@ -65,13 +65,11 @@ def _foldable_input(bn: Any, axis: int, path: str) -> tuple[str, Any] | None:
 
 
 def _folded(layer: Any, scale: np.ndarray, shift: np.ndarray) -> Any:
-    from keras import ops
-
-    from bncheck.backends.keras.runtime import without_tensorflow
+    from bncheck.backends.keras.runtime import to_numpy, without_tensorflow
 
     with without_tensorflow():
         config = {**layer.get_config(), "use_bias": True}
-    weights = [np.asarray(ops.convert_to_numpy(w), np.float64) for w in layer.weights]
+    weights = [to_numpy(w).astype(np.float64) for w in layer.weights]
     kernel = weights[0]
     bias = weights[1] if len(weights) > 1 else np.zeros(scale.size)
     new = type(layer).from_config(config)

@@ -13,7 +13,7 @@ from typing import Any
 
 from bncheck.backends.keras.runtime import import_keras, without_tensorflow
 from bncheck.core.inputs.imports import call_factory
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, raised_by_bncheck, reason
 
 _UNKNOWN_CLASS = re.compile(r"(?:Could not locate class|Unknown layer)[^'\"]*['\"]([\w.>]+)['\"]")
 
@@ -25,7 +25,11 @@ def load_keras_file(path: Path, *, allow_pickle: bool, arch: str | None) -> Any:
         return _weights_into(keras, arch, path)
     try:
         model = read_model(keras, path, safe_mode=not allow_pickle)
+    except BncheckError:
+        raise
     except Exception as e:  # Keras raises ValueError, TypeError, OSError, KeyError and more
+        if raised_by_bncheck(e):
+            raise
         raise _load_error(path, e, allow_pickle) from e
     if not hasattr(model, "layers"):
         raise BncheckError(f"{path} holds a {type(model).__name__}, not a Keras model")
@@ -86,7 +90,7 @@ def _weights_into(keras: Any, arch: str, path: Path) -> Any:
         model.load_weights(str(path))
     except Exception as e:  # shape mismatches, missing layers, damaged files
         raise BncheckError(f"{path}: its weights do not fit the model --arch {arch} builds: "
-                           f"{_first_line(e)}") from e
+                           f"{reason(e)}") from e
     return model
 
 
@@ -107,10 +111,6 @@ def _load_error(path: Path, e: Exception, allow_pickle: bool) -> BncheckError:
     if "No model config found" in text or ("weights" in text.lower() and path.suffix == ".h5"):
         return BncheckError(f"{path} holds weights only (no architecture); pass --arch "
                             "yourmodule:factory, a function that returns the keras.Model")
-    return BncheckError(f"{path}: Keras cannot load it ({_first_line(e)}); the file may be "
+    return BncheckError(f"{path}: Keras cannot load it ({reason(e)}); the file may be "
                         "truncated: save it again")
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

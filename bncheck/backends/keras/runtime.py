@@ -7,6 +7,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 from bncheck.errors import BncheckError
 
@@ -34,6 +37,15 @@ def import_keras() -> ModuleType:
                            "bncheck runs Keras models on the torch backend (set "
                            "KERAS_BACKEND=torch before importing keras)")
     return keras
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A Keras tensor or variable as numpy, converted by torch: ``keras.ops.convert_to_numpy``
+    calls ``np.array`` on the torch tensor, which numpy 2 warns about (torch's ``__array__``
+    takes no ``copy`` keyword)."""
+    from keras import ops
+
+    return np.asarray(ops.convert_to_tensor(value).detach().cpu().numpy())
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, reading
 
 # What bncheck exports torch models at.
 EXPORT_OPSET = 17
@@ -28,13 +28,9 @@ NP_TYPES = {
 
 def load_proto(path: Path) -> onnx.ModelProto:
     """Parse and sanity-check an ONNX file, turning parser failures into one-line errors."""
-    try:
+    with reading(path, "an ONNX model",
+                 advice="the file is truncated or not ONNX: export it again"):
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError, ValueError, OSError... for bad files
-        raise BncheckError(
-            f"{path} is not a readable ONNX model ({type(e).__name__}); the file is truncated "
-            "or not ONNX: export it again"
-        ) from e
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         _load_external(model, path)
     if not model.graph.node:
@@ -59,12 +55,9 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
         if not target.is_file():
             raise BncheckError(f"{path}: tensor {t.name} keeps its data in {location!r}, which is "
                                "missing; copy it next to the model")
-    try:
+    with reading(path, "an ONNX model with its external tensor data",
+                 advice="copy the data files next to the model again"):
         load_external_data_for_model(model, str(folder))
-    except Exception as e:  # short or unreadable data files
-        raise BncheckError(
-            f"{path}: its external tensor data cannot be read ({type(e).__name__}); copy the "
-            "data files next to the model again") from e
 
 
 # Before IR version 4 every initializer must also be declared as a graph input.

@@ -8,20 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, reading
 
 
 def read_tensor_file(path: Path) -> list[np.ndarray]:
     """The tensor (or list/dict of tensors) in ``path``; never unpickles code."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise BncheckError(f"--data {path} holds pickled Python objects, not tensors; save the "
-                           "inputs with torch.save(tensor) or as .npy") from e
-    except Exception as e:  # damaged files raise many types
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BncheckError(f"--data {path}: cannot read it as a torch.save'd tensor ({first})") \
-            from e
+        with reading(path, "a torch.save'd tensor", option="--data"):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except BncheckError as e:
+        if isinstance(e.__cause__, pickle.UnpicklingError):
+            raise BncheckError(f"--data {path} holds pickled Python objects, not tensors; save "
+                               "the inputs with torch.save(tensor) or as .npy") from e.__cause__
+        raise
     items = obj if isinstance(obj, (list, tuple)) else list(obj.values()) \
         if isinstance(obj, dict) else [obj]
     if not items or not all(isinstance(t, torch.Tensor) for t in items):

@@ -18,11 +18,10 @@ from torch import nn
 from bncheck.backends.pytorch.scan import check_zip_checkpoint, first_pickle_parses
 from bncheck.core.inputs.imports import call_factory, cwd_importable
 from bncheck.core.network.formats import ModelFormat
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, reading, reason
 
-# What reading a damaged zip archive raises (bad CRCs, cut members, bad headers).
-_ZIP_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-               KeyError, NotImplementedError)
+# What reading a damaged file ends with, after the parser's own reason.
+DAMAGED = "the file is probably truncated or damaged: save or copy it again"
 # Keys under which training scripts nest the weights, most specific first.
 _NEST_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module",
               "model_ema", "ema", "weights", "params", "generator", "netG")
@@ -71,12 +70,9 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
     if fmt is ModelFormat.SAFETENSORS:
         return Loaded(None, Checkpoint(_load_safetensors(path)))
     if fmt is ModelFormat.TORCHSCRIPT:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript still loads
-                return Loaded(torch.jit.load(str(path), map_location="cpu"), None)
-        except Exception as e:  # jit raises RuntimeError variants for damaged archives
-            raise _damaged(path, e) from e
+        with reading(path, "TorchScript", advice=DAMAGED), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript still loads
+            return Loaded(torch.jit.load(str(path), map_location="cpu"), None)
     if fmt is ModelFormat.EXPORTED_PROGRAM:
         from bncheck.backends.pytorch.exported import (
             batch_limit,
@@ -85,19 +81,15 @@ def load_file(path: Path, fmt: ModelFormat, *, allow_pickle: bool) -> Loaded:
         )
         from bncheck.backends.pytorch.pt2_safety import pickle_reason
 
-        try:
-            reason = None if allow_pickle else pickle_reason(path)
-        except _ZIP_DAMAGE as e:
-            raise _damaged(path, e) from e
-        if reason:
-            raise BncheckError(f"{path} may run code when loaded: {reason}. If you trust it, "
+        with reading(path, "a torch.export archive", advice=DAMAGED):
+            risk = None if allow_pickle else pickle_reason(path)
+        if risk:
+            raise BncheckError(f"{path} may run code when loaded: {risk}. If you trust it, "
                                "re-run with --allow-pickle")
-        try:
-            with warnings.catch_warnings(), _quiet_torch_loggers():
-                warnings.simplefilter("ignore")
-                ep = torch.export.load(str(path))
-        except Exception as e:  # serialization errors have many types
-            raise _damaged(path, e) from e
+        with reading(path, "a torch.export archive", advice=DAMAGED), \
+                warnings.catch_warnings(), _quiet_torch_loggers():
+            warnings.simplefilter("ignore")
+            ep = torch.export.load(str(path))
         return Loaded(module_from_exported(ep), None, example_shapes(ep), batch_limit(ep))
     return _from_object(path, _torch_load(path, allow_pickle))
 
@@ -116,19 +108,11 @@ def _quiet_torch_loggers() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _damaged(path: Path, e: Exception) -> BncheckError:
-    first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-    return BncheckError(f"{path} cannot be read ({first}); the file is probably truncated or "
-                        "damaged: save or copy it again")
-
-
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file as st_load
 
-    try:
+    with reading(path, "safetensors", advice=DAMAGED):
         return dict(st_load(str(path)))
-    except Exception as e:  # SafetensorError has no stable import path
-        raise _damaged(path, e) from e
 
 
 def _torch_load(path: Path, allow_pickle: bool) -> Any:
@@ -136,26 +120,25 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
     # file), then memory-mapped: big checkpoints cost no copy. Legacy ones cannot be mapped.
     is_zip = zipfile.is_zipfile(path)
     if is_zip:
-        try:
+        with reading(path, "a torch checkpoint", advice=DAMAGED):
             damage = check_zip_checkpoint(path)
-        except _ZIP_DAMAGE as e:
-            raise _damaged(path, e) from e
         if damage:
             raise BncheckError(f"{path} is damaged: {damage}; save or copy it again")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
+        with reading(path, "a torch checkpoint", advice=DAMAGED,
+                     passthrough=(pickle.UnpicklingError,)):
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
         # A sound pickle (the dry run parses it) refused by the weights-only loader holds
         # Python objects beyond tensors.
         if not is_zip and not first_pickle_parses(path):
-            raise _damaged(path, e) from e
+            raise BncheckError(f"{path}: cannot read it as a torch checkpoint ({reason(e)}); "
+                               f"{DAMAGED}") from e
         if not allow_pickle:
             raise BncheckError(
                 f"{path} holds pickled Python objects (a fully pickled model); loading it would run "
                 "code from the file. If you trust it, re-run with --allow-pickle"
             ) from e
-    except Exception as e:  # EOFError, RuntimeError from the zip reader, ...
-        raise _damaged(path, e) from e
     try:
         with warnings.catch_warnings(), cwd_importable():
             warnings.simplefilter("ignore")

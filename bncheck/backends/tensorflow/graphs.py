@@ -25,7 +25,7 @@ from bncheck.backends.tensorflow.statistics import (
     named_constants,
 )
 from bncheck.core.network.formats import ModelFormat
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, raised_by_bncheck, reading, reason
 
 EXTRA = "pip install 'bncheck[tensorflow]'"
 # Ops that end a graph without being its result: savers, initializers, training updates.
@@ -97,13 +97,12 @@ def read_graph(path: Path, fmt: ModelFormat) -> FrozenGraph:
     except BncheckError:
         raise
     except Exception as e:  # TensorFlow raises many types for damaged or unusual files
-        raise BncheckError(f"{path}: TensorFlow cannot read it ({_first_line(e)})") from e
+        if raised_by_bncheck(e):
+            raise
+        raise BncheckError(f"{path}: TensorFlow cannot read it ({reason(e)})") from e
     graph_def = tf.compat.v1.GraphDef()
-    try:
+    with reading(path, "a TensorFlow graph (a frozen GraphDef .pb)"):
         graph_def.ParseFromString(path.read_bytes())
-    except Exception as e:  # protobuf's DecodeError, and worse on random bytes
-        raise BncheckError(f"{path} is not a TensorFlow graph (a frozen GraphDef .pb): "
-                           f"{_first_line(e)}") from e
     if not graph_def.node:
         raise BncheckError(f"{path} is not a TensorFlow graph: it holds no nodes")
     inputs, outputs = _ends(graph_def)
@@ -178,7 +177,3 @@ def _ends(graph_def: Any) -> tuple[list[str], list[str]]:
         raise BncheckError("the graph has no placeholder input or no output op bncheck can find")
     return inputs, outputs
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -9,9 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from bncheck.core.inputs.arrayfiles import READ_ERRORS, read_error_reason
 from bncheck.core.inputs.paths import exists, shown
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, reading
 
 # Suffixes of tensors saved with torch.save, read by the torch backend (core never imports it).
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -83,19 +82,16 @@ class ImageSource:
 
     def load(self, index: np.ndarray) -> list[np.ndarray]:
         """Read, resize, scale to [0, 1], then normalize with mean/std."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         out = []
         for i in index:
             f = self.files[int(i)]
-            try:
-                with Image.open(f) as raw:
-                    im = raw.convert("L" if self.channels == 1 else "RGB")
-                    if self.size is not None and im.size != (self.size[1], self.size[0]):
-                        im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-                    arr = np.asarray(im, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-                raise BncheckError(f"{f}: cannot read this image ({e})") from e
+            with reading(f, "an image"), Image.open(f) as raw:
+                im = raw.convert("L" if self.channels == 1 else "RGB")
+                if self.size is not None and im.size != (self.size[1], self.size[0]):
+                    im = im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32) / 255.0
             arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
             out.append((arr - self.mean) / self.std)
         shapes = {a.shape for a in out}
@@ -151,15 +147,14 @@ class Limited:
 def _arrays(path: Path, input_names: Sequence[str], read_torch: TensorReader | None
             ) -> list[np.ndarray]:
     suffix = path.suffix.lower()
-    try:
+    with reading(path, suffix, option="--data"):
         if suffix == ".npy":
             return [np.load(path, mmap_mode="r", allow_pickle=False)]
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                return _select_npz({k: z[k] for k in z.files}, input_names, path)
-    except READ_ERRORS as e:
-        raise BncheckError(f"--data {path}: cannot read it as {suffix} "
-                           f"({read_error_reason(e)})") from e
+                arrays = {k: z[k] for k in z.files}
+    if suffix == ".npz":
+        return _select_npz(arrays, input_names, path)
     if suffix in TORCH_SUFFIXES:
         if read_torch is None:
             raise BncheckError(f"--data {path}: reading torch.save'd tensors needs torch; "
@@ -209,13 +204,10 @@ def _image_folder(path: Path, shapes: Sequence[tuple[int | None, ...]],
 
 def _image_size(f: Path) -> tuple[int, int]:
     """(height, width) of an image file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(f) as im:
-            return im.size[1], im.size[0]
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise BncheckError(f"{f}: cannot read this image ({e})") from e
+    with reading(f, "an image"), Image.open(f) as im:
+        return im.size[1], im.size[0]
 
 
 def _check_finite(src: ArraySource, path: Path, n: int) -> None:

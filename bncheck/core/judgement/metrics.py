@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bncheck.core.inputs.arrayfiles import READ_ERRORS, read_error_reason
 from bncheck.core.passes.outputs import OutputStore
-from bncheck.errors import BncheckError
+from bncheck.errors import BncheckError, reading
 
 # Rows read from an output store at a time.
 CHUNK = 256
@@ -67,19 +66,18 @@ def load_truth(path: Path, kind: MetricKind, n_samples: int) -> Truth:
     option = _option(kind)
     if not path.is_file():
         raise BncheckError(f"{option} {path}: no such file")
-    try:
-        if path.suffix.lower() == ".npz":
+    suffix = path.suffix.lower()
+    kind_of = {".npz": ".npz", ".npy": ".npy"}.get(suffix, "a text file of numbers")
+    with reading(path, kind_of, option=option):
+        if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 if len(z.files) != 1:
                     raise BncheckError(f"{option} {path}: holds {len(z.files)} arrays; give one")
                 values = z[z.files[0]]
-        elif path.suffix.lower() == ".npy":
+        elif suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         else:
             values = np.loadtxt(path, ndmin=1)
-    except READ_ERRORS as e:
-        raise BncheckError(f"{option} {path} cannot be read ({read_error_reason(e)}); give a "
-                           ".npy, .npz or text file") from e
     return truth_from_array(values, kind, n_samples, path)
 
 

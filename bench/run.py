@@ -1,7 +1,7 @@
 """make bench: bncheck against its baselines, as ratios within one run, medians of repeats.
 
 Writes bench/RESULTS.md. Each family of figures has its module (compare_cost, recalibrate_cost,
-rewrite_latency, scale_out, startup), all timed by bench/common.py; the models and data are
+rewrite_latency, scale_out, startup, training_cost), all timed by bench/common.py; the models and data are
 built by bench/workload.py in bench/_work (ignored by git).
 """
 
@@ -23,6 +23,7 @@ from bench.recalibrate_cost import recalibrate_rows
 from bench.rewrite_latency import latency_rows
 from bench.scale_out import scale_out_rows
 from bench.startup import startup_rows
+from bench.training_cost import training_rows
 from bench.workload import build
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     compileall.compile_dir(ROOT / "bncheck", quiet=1)
     p = build()
     rows = [*compare_rows(p), *recalibrate_rows(p), *latency_rows(p), *scale_out_rows(p),
-            *startup_rows(p)]
+            *startup_rows(p), *training_rows()]
     write(rows)
 
 

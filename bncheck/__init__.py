@@ -8,6 +8,8 @@ The Python API (see the README's "Python API" section)::
     fixed = bncheck.rewrite(model, "instance-norm", data=loader)
     fixed.save("fixed.onnx")                       # written, then verified
     new_module = bncheck.recalibrate(model, loader)
+    with bncheck.watch(model, val_loader):         # checks while a training loop runs
+        ...
 
 Importing bncheck is cheap: the API loads on first use (so ``bncheck --help`` stays fast), and
 torch and onnxruntime load only when a model needs them.
@@ -25,17 +27,18 @@ if TYPE_CHECKING:
     from bncheck.core.inspection import Inspection
     from bncheck.core.results import Comparison
     from bncheck.errors import BncheckError
+    from bncheck.integrations.pytorch import watch
 
 # Public name -> the module that defines it.
 _EXPORTS = {
     "compare": "bncheck.api", "inspect": "bncheck.api", "rewrite": "bncheck.api",
     "recalibrate": "bncheck.api", "ImageOptions": "bncheck.api", "Rewritten": "bncheck.api",
     "Inspection": "bncheck.core.inspection", "Comparison": "bncheck.core.results",
-    "BncheckError": "bncheck.errors",
+    "BncheckError": "bncheck.errors", "watch": "bncheck.integrations.pytorch",
 }
 
 __all__ = ["BncheckError", "Comparison", "ImageOptions", "Inspection", "Rewritten", "__version__",
-           "compare", "inspect", "recalibrate", "rewrite"]
+           "compare", "inspect", "recalibrate", "rewrite", "watch"]
 
 
 def __getattr__(name: str) -> Any:

@@ -47,11 +47,24 @@ __all__ = ["ImageOptions", "Rewritten", "compare", "inspect", "load", "open_data
            "rewrite"]
 
 
+@dataclass(frozen=True)
+class Owned:
+    """An ``nn.Module`` that is already bncheck's own copy (the training integrations make one
+    that leaves out the trainer a LightningModule refers to): used as it is, not copied again."""
+
+    module: Any
+
+
 def load(model: Any, *, arch: str | None = None, allow_pickle: bool = False,
          device: Device | str = Device.CPU) -> Model:
     """A backend model for a path, an ``nn.Module`` (copied), a ``keras.Model`` (read, never
-    changed) or an ``onnx.ModelProto``."""
+    changed), an ``onnx.ModelProto`` or an :class:`Owned` module."""
     device = Device(device)
+    if isinstance(model, Owned):
+        from bncheck.backends.pytorch.model import TorchModel, resolve_device
+
+        return TorchModel(LIVE_PATH, ModelFormat.TORCH_SAVE, model.module.eval(), None,
+                          resolve_device(device))
     if isinstance(model, (str, os.PathLike)):
         from bncheck.backends.base import load_model
 

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from bncheck.errors import BncheckError
 
 EXTRA_OF = {"torch": "torch", "safetensors": "torch", "keras": "keras", "h5py": "keras",
-            "tensorflow": "tensorflow", "tf2onnx": "tensorflow", "matplotlib": "plot"}
+            "tensorflow": "tensorflow", "tf2onnx": "tensorflow", "matplotlib": "plot",
+            "lightning": "lightning"}
 
 
 def missing_package(e: ModuleNotFoundError) -> str | None:

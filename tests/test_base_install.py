@@ -100,3 +100,14 @@ def test_onnx_works_on_the_base_install(base: Path, tmp_path: Path) -> None:
             failures.append(f"{case}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
     assert not failures, "\n".join(failures)
     assert (tmp_path / "fold.onnx").is_file() and (tmp_path / "r.onnx").is_file()
+
+
+def test_training_integrations_name_their_extra(base: Path, tmp_path: Path) -> None:
+    """The callbacks are imported, not run from the CLI: the import raises one BncheckError."""
+    python = base.parent / "python"
+    for module, extra in (("lightning", "lightning"), ("keras", "keras")):
+        r = subprocess.run([str(python), "-c", f"import bncheck.integrations.{module}"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode == 1 and last.startswith("bncheck.errors.BncheckError:"), r.stderr
+        assert f"pip install 'bncheck[{extra}]'" in last, last

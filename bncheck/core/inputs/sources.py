@@ -9,6 +9,7 @@ caller passes in, so this module never imports torch.
 from __future__ import annotations
 
 import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -95,8 +96,10 @@ class CachedSource:
     """An iterable of batches, read once into a temporary file of fixed-size rows."""
 
     def __init__(self, batches: Iterable[Any], to_numpy: ToNumpy) -> None:
-        # Closed by the garbage collector with the source; it lives as long as the samples do.
+        # It lives as long as the samples do: closed when the source is collected (a file the
+        # collector closed itself would raise a ResourceWarning).
         self._file = tempfile.TemporaryFile()  # noqa: SIM115
+        weakref.finalize(self, self._file.close)
         self.shape: tuple[int, ...] | None = None
         self.n = 0
         for batch in batches:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -13,8 +14,10 @@ class OutputStore:
     def __init__(self, n: int) -> None:
         self.n = n
         self.width = 0
-        # Closed in close(); a with-block cannot span the passes that write and read it.
+        # Closed in close(); a with-block cannot span the passes that write and read it. A store
+        # abandoned by an exception mid-compare is closed when it is collected.
         self._file = tempfile.TemporaryFile()  # noqa: SIM115
+        weakref.finalize(self, self._file.close)
 
     def write(self, index: np.ndarray, rows: np.ndarray) -> None:
         """Store ``rows`` (len(index), D) at ``index``."""

@@ -1,5 +1,6 @@
 """What checking during training costs: the batch-size-1 U-Net fixture trained with and without
-``bncheck.watch`` and the Lightning callback at their default interval (the 3% time budget).
+``bncheck.watch``, the Lightning callback and the Keras callback at their default interval (the
+3% time budget).
 
 Each pair is trained in this process, alternately, from the same seed; the figure is the median
 ratio of wall times over TRAINING_REPEATS pairs, and the check count of the watched run.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,14 +26,17 @@ from fixtures.make_fixtures import pix_pairs
 TRAINING_REPEATS = 3
 STEPS = 10000
 EPOCHS, EPOCH_STEPS = 50, 100
+# Keras steps cost more than torch's here: fewer epochs for runs of similar length.
+KERAS_EPOCHS = 20
 
 
-def training_rows() -> list[list[str]]:
-    """The training-cost rows."""
+def training_rows(only: Sequence[str] = ()) -> list[list[str]]:
+    """The training-cost rows (those whose name contains one of ``only``, when given)."""
     logging.getLogger("bncheck").setLevel(logging.ERROR)  # the mismatch line, once per run
     rows: list[list[str]] = []
-    for name, run in (("plain torch, `bncheck.watch`", _plain),
-                      ("PyTorch Lightning, `BNCheckCallback`", _lightning)):
+    for name, run in RUNS:
+        if only and not any(o in name for o in only):
+            continue
         ratios, without, checks = [], [], []
         for _ in range(TRAINING_REPEATS):
             b, _ = run(False)
@@ -102,3 +107,31 @@ def _lightning(watched: bool) -> tuple[float, int]:
     t = time.perf_counter()
     trainer.fit(Pix(), DataLoader(TensorDataset(x, y), batch_size=1))
     return time.perf_counter() - t, 0 if cb is None else len(cb.checks)
+
+
+def _keras(watched: bool) -> tuple[float, int]:
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # bncheck checks Keras on torch in process
+    import keras
+
+    from bncheck.integrations.keras import BNCheckCallback
+    from fixtures.keras_archs import unet
+
+    keras.utils.set_random_seed(0)
+    x, y = (np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+            for a in pix_pairs(EPOCH_STEPS, np.random.default_rng(1)))
+    held, _ = pix_pairs(128, np.random.default_rng(99))
+    cb = BNCheckCallback(held.transpose(0, 2, 3, 1), train_batch_size=1) if watched else None
+    model = unet()
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="mae")
+    t = time.perf_counter()
+    model.fit(x, y, batch_size=1, epochs=KERAS_EPOCHS, verbose=0,
+              callbacks=[] if cb is None else [cb])
+    return time.perf_counter() - t, 0 if cb is None else len(cb.checks)
+
+
+RUNS: tuple[tuple[str, Callable[[bool], tuple[float, int]]], ...] = (
+    ("plain torch, `bncheck.watch`", _plain),
+    ("PyTorch Lightning, `BNCheckCallback`", _lightning),
+    ("Keras on torch, `BNCheckCallback`", _keras))

@@ -181,6 +181,26 @@ def test_default_interval_keeps_to_its_budget(monkeypatch: pytest.MonkeyPatch) -
     assert sum(every.after_unit(subject, "x") is not None for _ in range(1000)) == 10
 
 
+def test_the_end_of_a_short_run_checks_within_five_percent_or_says_why(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A run too short for the 3% budget gets its one check at the end if that stays under 5%
+    (here 1.4 s of 29.8 s), and otherwise a line saying why no check ran."""
+    from bncheck.integrations import watcher as wmod
+
+    caplog.set_level(logging.WARNING, "bncheck")
+    for units, checked in ((60, True), (10, False)):
+        clock = FakeClock()
+        monkeypatch.setattr(wmod.time, "perf_counter", clock)
+        w = wmod.Watcher(every=None)
+        subject = FakeSubject(clock)
+        for unit in range(units):
+            clock.now += 0.5
+            assert w.after_unit(subject, f"epoch {unit}") is None
+        assert (w.at_end(subject, "end of training") is not None) is checked
+        assert w.spent <= 0.05 * w.training_seconds() + (0 if checked else 1.4)
+    assert len(warnings_in(caplog)) == 1 and "no check ran" in warnings_in(caplog)[0]
+
+
 # --- Lightning -----------------------------------------------------------------------------------
 
 def lightning_run(batch_size: int, epochs: int, tmp_path: Path, callback: Any = None,

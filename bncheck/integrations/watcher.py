@@ -25,8 +25,10 @@ from bncheck.errors import BncheckError
 from bncheck.integrations.rng import preserved_rng
 
 LOG = logging.getLogger("bncheck")
-# The share of training time checks may take at the default interval.
+# The share of training time checks may take at the default interval, and the most the last
+# check at the end of training may bring them to (the promise: under 5%).
 DEFAULT_BUDGET = 0.03
+END_CEILING = 0.05
 # Held-out samples per check: four reference batches at a training batch size up to 32.
 DEFAULT_SAMPLES = 128
 # A check's forward passes over the held-out set (eval, reference, noise floor and, on a mismatch,
@@ -147,13 +149,25 @@ class Watcher:
         return self.check(subject, at) if due else None
 
     def at_end(self, subject: Subject, at: str) -> Check | None:
-        """Training ended: a last check if none ran, or if training moved on since the last
-        one and the interval allows it."""
-        if not self.checks:
-            return self.check(subject, at)
+        """Training ended: a last check if training moved on since the last one and the
+        interval allows it; at the default interval, if none ran, one that keeps the checks
+        under 5% of the training time, else a line saying why there was none."""
         if self._units_since == 0:
             return None
-        due = self._units_since >= self.every if self.every is not None else self._fits()
+        if self.every is not None:
+            due = self._units_since >= self.every or not self.checks
+        elif self.checks:
+            due = self._fits()
+        else:
+            if self.estimate is None:
+                self._probe(subject)
+            assert self.estimate is not None
+            due = self.spent + self.estimate <= END_CEILING * self.training_seconds()
+            if not due:
+                LOG.warning(f"bncheck: no check ran: one takes about {self.estimate:.1f} s, "
+                            f"more than {END_CEILING:.0%} of these "
+                            f"{self.training_seconds():.0f} s of training; give an interval "
+                            "(every_n_epochs=, every=) or run bncheck compare on the saved model")
         return self.check(subject, at) if due else None
 
     def check(self, subject: Subject, at: str) -> Check:

@@ -10,11 +10,14 @@ from bncheck.extras import requires
 with requires("bncheck.integrations.lightning", "lightning"):
     import lightning.pytorch as pl
 
-from bncheck import api
 from bncheck.core.network.options import DEFAULT_BATCH_SIZE
 from bncheck.integrations.heldout import held_out
-from bncheck.integrations.rng import preserved_rng
-from bncheck.integrations.subject import ApiSubject, adopt_statistics, device_of, private_copy
+from bncheck.integrations.subject import (
+    ApiSubject,
+    device_of,
+    private_copy,
+    recalibrate_in_place,
+)
 from bncheck.integrations.watcher import DEFAULT_BUDGET, DEFAULT_SAMPLES, Check, FailOn, Watcher
 
 
@@ -126,8 +129,6 @@ class BNCheckCallback(pl.Callback):
         if not self.recalibrate_at_end or self.recalibrated:
             return
         assert self.subject is not None
-        with preserved_rng():
-            fresh = api.recalibrate(private_copy(pl_module, (pl_module._trainer,)).module,
-                                    self.data, train_batch_size=self.subject.train_batch_size)
-        adopt_statistics(pl_module, fresh)
+        recalibrate_in_place(pl_module, self.data, self.subject.train_batch_size,
+                             (pl_module._trainer,))
         self.recalibrated = True

@@ -9,12 +9,10 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from bncheck import api
 from bncheck.core.network.options import DEFAULT_BATCH_SIZE
 from bncheck.errors import BncheckError
 from bncheck.integrations.heldout import held_out
-from bncheck.integrations.rng import preserved_rng
-from bncheck.integrations.subject import ApiSubject, adopt_statistics, device_of, private_copy
+from bncheck.integrations.subject import ApiSubject, device_of, private_copy, recalibrate_in_place
 from bncheck.integrations.watcher import DEFAULT_BUDGET, DEFAULT_SAMPLES, Check, FailOn, Watcher
 
 
@@ -67,11 +65,8 @@ class Watch:
         """Replace the watched module's running statistics, in place, with exact population
         statistics on ``data`` (the watch's data when None) at the training batch size; the
         count of buffers replaced. The one call here that changes the model, on purpose."""
-        with preserved_rng():
-            fresh = api.recalibrate(private_copy(self.module).module,
-                                    self.data if data is None else data,
-                                    train_batch_size=self.subject.train_batch_size)
-        return adopt_statistics(self.module, fresh)
+        return recalibrate_in_place(self.module, self.data if data is None else data,
+                                    self.subject.train_batch_size)
 
     def _log(self, result: Check | None) -> None:
         if result is None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from bncheck import api
 from bncheck.core.network.options import DEFAULT_BATCH_SIZE, Device
+from bncheck.integrations.rng import preserved_rng
 
 
 class ApiSubject:
@@ -57,6 +58,16 @@ def device_of(module: Any) -> Device:
     for p in module.parameters():
         return Device.CUDA if p.device.type == "cuda" else Device.CPU
     return Device.CPU
+
+
+def recalibrate_in_place(module: Any, data: Any, train_batch_size: int | None,
+                         leave_out: tuple[object, ...] = ()) -> int:
+    """Replace ``module``'s running statistics with exact population ones on ``data`` (every
+    RNG state put back); the count of buffers replaced."""
+    with preserved_rng():
+        fresh = api.recalibrate(private_copy(module, leave_out), data,
+                                train_batch_size=train_batch_size)
+    return adopt_statistics(module, fresh)
 
 
 def adopt_statistics(target: Any, source: Any) -> int:

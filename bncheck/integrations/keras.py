@@ -140,6 +140,7 @@ class ChildSubject:
                                "models; run Keras on its torch backend for several inputs")
         self.model = model
         self.held = held[0]
+        self.samples = len(self.held)
         self.train_batch_size = train_batch_size
         self.batch_size = batch_size
 
@@ -150,10 +151,9 @@ class ChildSubject:
             return json.loads(_child(["compare", *args, "--format", "json", "--fail-on",
                                       "mismatch"]))
 
-    def one_pass(self) -> None:
-        """One inference pass over the held-out set, at the training batch size."""
-        self.model.predict(self.held, batch_size=self.train_batch_size or self.batch_size,
-                           verbose=0)
+    def one_pass(self, samples: int, batch_size: int) -> None:
+        """One inference pass over the first ``samples`` held-out samples."""
+        self.model.predict(self.held[:samples], batch_size=batch_size, verbose=0)
 
     def recalibrated(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Exact population moments per layer name, from ``bncheck rewrite --mode

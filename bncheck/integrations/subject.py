@@ -36,14 +36,14 @@ class ApiSubject:
             return api.compare(self.model(), self.data, train_batch_size=self.train_batch_size,
                                batch_size=self.batch_size, device=self.device).to_json()
 
-    def one_pass(self) -> None:
-        """An eval-mode pass over the held-out set at the training batch size (where known)."""
+    def one_pass(self, samples: int, batch_size: int) -> None:
+        """An eval-mode pass over the first ``samples`` held-out samples."""
         with _no_autocast():
             loaded = api.load(self.model(), device=self.device)
             src, runnable = api.open_data(self.data, loaded)
-            b = self.train_batch_size or self.batch_size
-            for s in range(0, len(src), b):
-                runnable.run(src.load(np.arange(s, min(s + b, len(src)))))
+            n = min(samples, len(src))
+            for s in range(0, n, batch_size):
+                runnable.run(src.load(np.arange(s, min(s + batch_size, n))))
 
 
 def private_copy(module: Any, leave_out: tuple[object, ...] = ()) -> api.Owned:

@@ -340,3 +340,19 @@ def test_subclassed_model_is_refused_in_one_sentence() -> None:
     net(np.zeros((1, 8, 8, 3), np.float32))
     with pytest.raises(bncheck.BncheckError, match="subclassed Keras model"):
         bncheck.inspect(net)
+
+
+def test_a_layer_sized_from_the_input_at_run_time_fails_export_in_words(tmp_path: Path) -> None:
+    """Keras' MaxPooling2D with padding="same" on an odd-sized map computes its padding from
+    the traced shape (keras.applications.Xception has one, the zoo found it): an ONNX rewrite
+    exits 2 with what that means, not a node of TorchScript IR; an even-sized map exports."""
+    for size, code in ((15, 2), (16, 0)):
+        i = keras.Input((size, size, 3))
+        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(i))
+        keras.Model(i, keras.layers.MaxPooling2D(3, 2, padding="same")(x)).save(
+            tmp_path / f"m{size}.keras")
+        r = cli("rewrite", tmp_path / f"m{size}.keras", "--mode", "fold", "-o",
+                tmp_path / f"m{size}.onnx")
+        assert r.code == code, r.err
+        if code:
+            assert "computes a size from the input's shape" in r.err and "%" not in r.err

@@ -186,3 +186,25 @@ def test_contrast_shift_on_resnet18_is_reported_per_layer(
     assert "bn1: running stats diverge" in text.replace("\n", " ")
     header = text.splitlines()[0]
     assert "no findings" not in header
+
+
+def test_a_norm_bncheck_does_not_model_is_named_not_passed() -> None:
+    """timm's EvoNorm2dB0 divides by the batch variance in training and by a stored running
+    variance in eval. bncheck cannot measure that gap: inspect names it in one error and still
+    lists the model's BatchNorm; compare and rewrite refuse in one sentence, never `ok`."""
+    from timm.layers import EvoNorm2dB0
+
+    from bncheck import api
+    from bncheck.errors import BncheckError
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), EvoNorm2dB0(8), nn.Conv2d(8, 8, 3),
+                        nn.BatchNorm2d(8)).eval()
+    report = api.inspect(net)
+    assert [layer.name for layer in report.layers] == ["3"]
+    hidden = [f for f in report.findings if f.code == "hidden-norm"]
+    assert len(hidden) == 1 and "EvoNorm2dB0; the first is 1" in hidden[0].message
+    x = np.random.default_rng(0).normal(size=(64, 3, 16, 16)).astype(np.float32)
+    for run in (lambda: api.compare(net, x), lambda: api.rewrite(net, "fold", data=x)):
+        with pytest.raises(BncheckError, match="EvoNorm2dB0"):
+            run()

@@ -14,7 +14,7 @@ from conftest import DATA, cli, model_path
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.support.onnx_models import onnx_model
-from tests.support.small_archs import deep, frames
+from tests.support.small_archs import deep, frames, versioned
 
 C = 3
 
@@ -403,3 +403,34 @@ def test_weights_read_only_inside_control_flow_survive_rewrites(tmp_path: Path,
         r = cli("rewrite", model, "--mode", mode, "-o", out, "--data", samples)
         assert r.code == 0, (mode, r.out, r.err)
         assert "w" in {t.name for t in onnx.load(out).graph.initializer}
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_module_versions_in_a_state_dict_survive_loading_and_rewriting(tmp_path: Path,
+                                                                      prefix: str) -> None:
+    """A state_dict carries each module's version (``_metadata``); modules such as
+    torchvision's MNASNet refuse weights without it. bncheck keeps it when it strips a
+    DataParallel prefix, and writes it back into a recalibrated checkpoint (the zoo found it)."""
+    from collections import OrderedDict
+
+    net = versioned()
+    sd = net.state_dict()
+    if prefix:
+        moved = OrderedDict((prefix + k, v) for k, v in sd.items())
+        moved._metadata = OrderedDict(  # type: ignore[attr-defined]
+            ((prefix + k).rstrip("."), v) for k, v in sd._metadata.items())  # type: ignore[attr-defined]
+        sd = moved
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "w.pth")
+    x = np.random.default_rng(0).normal(size=(64, 3, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    arch = ("--arch", "tests.support.small_archs:versioned")
+    r = cli("compare", tmp_path / "w.pth", *arch, "--data", tmp_path / "x.npy")
+    assert r.code in (0, 1), r.err
+    r = cli("rewrite", tmp_path / "w.pth", *arch, "--mode", "recalibrate", "-o",
+            tmp_path / "new.pth", "--data", tmp_path / "x.npy", "--train-batch-size", "16")
+    assert r.code == 0, r.err
+    written = torch.load(tmp_path / "new.pth", weights_only=True)
+    assert written["epoch"] == 3
+    # Loads as the original did (a ValueError without the versions).
+    target = versioned()
+    (torch.nn.DataParallel(target) if prefix else target).load_state_dict(written["state_dict"])

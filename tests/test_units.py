@@ -93,6 +93,19 @@ def test_decide_ok_and_inconclusive() -> None:
     assert decide(_measured(0.1, {"eval": 0.9}, n=48)).verdict is VerdictKind.INCONCLUSIVE
 
 
+def test_a_noisy_reference_still_shows_a_departure_beyond_zeros_and_its_noise() -> None:
+    """Above the cap nothing passes, but eval mode farther from the trained behaviour than an
+    all-zero output and than the tolerance is a mismatch (the zoo's short-trained MobileNetV3
+    with never-updated statistics); nearer than either, inconclusive."""
+    cands = {"recalibrate": 0.3, "instance-norm": 0.9, "batch-stats": 0.4}
+    v = decide(_measured(0.35, {"eval": 1.3, **cands}))
+    assert v.verdict is VerdictKind.MISMATCH and v.mode is FixMode.RECALIBRATE
+    assert "too much to pass any output" in v.reason
+    for floor, gap in ((0.35, 0.95), (0.7, 1.3), (0.35, float("nan"))):
+        assert decide(_measured(floor, {"eval": gap, **cands})).verdict is \
+            VerdictKind.INCONCLUSIVE, (floor, gap)
+
+
 def test_after_an_input_shift_a_candidate_within_tolerance_is_never_passed_over_in_silence(
         ) -> None:
     shift = ShiftEvidence("bn", 2.27, 0.03, 1, 9.0, 1.0)

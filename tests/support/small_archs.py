@@ -106,3 +106,31 @@ def subclasses() -> nn.Module:
         nn.Conv2d(8, 8, 3, padding=1), BatchNormAct(8),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
     )
+
+
+class Versioned(nn.Module):
+    """Refuses weights without its state_dict version, as torchvision's MNASNet does."""
+
+    _version = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in, maps out."""
+        return torch.relu(self.bn(self.conv(x)))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str,  # type: ignore[type-arg]
+                              local_metadata: dict, *args: object) -> None:  # type: ignore[type-arg]
+        if local_metadata.get("version") != 2:
+            raise ValueError(f"version should be set to 1 or 2 instead of "
+                             f"{local_metadata.get('version')}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)  # type: ignore[arg-type]
+
+
+def versioned() -> nn.Module:
+    """The versioned model, untrained."""
+    torch.manual_seed(0)
+    return Versioned()

@@ -114,6 +114,21 @@ def describe_module(name: str, module: nn.Module, family: Family) -> NormLayer:
     )
 
 
+def unmodeled_norms(model: nn.Module) -> tuple[str, ...]:
+    """One sentence for the modules that keep running statistics in a form bncheck does not
+    model (timm's EvoNorm2dB0 divides by the batch variance in training and by a stored
+    ``running_var`` in eval), or none."""
+    found = [(name, class_name(m)) for name, m in model.named_modules()
+             if family_of(m) is None and any(b in ("running_mean", "running_var")
+                                             for b, _ in m.named_buffers(recurse=False))]
+    if not found:
+        return ()
+    kinds = ", ".join(sorted({kind for _, kind in found}))
+    return (f"{len(found)} module(s) normalize with batch statistics in training and stored "
+            f"ones in eval in a form bncheck does not model ({kinds}; the first is "
+            f"{found[0][0] or '(root)'}), so their train/eval gap cannot be measured",)
+
+
 def discover_module(model: nn.Module) -> list[NormLayer]:
     """Every normalization layer of ``model`` in registration order."""
     out = []

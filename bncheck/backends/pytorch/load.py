@@ -6,6 +6,7 @@ import logging
 import pickle
 import warnings
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,10 +40,29 @@ class Checkpoint:
 
     def rebuilt(self, new_state: Mapping[str, torch.Tensor]) -> Any:
         """The original container with the state_dict values replaced by ``new_state``."""
-        sd = {self.prefix + k: new_state.get(k, v) for k, v in self.state_dict.items()}
+        sd = with_metadata({self.prefix + k: new_state.get(k, v)
+                            for k, v in self.state_dict.items()}, self.state_dict, "", self.prefix)
         if not self.key_path:
             return sd
         return _replace_at(self.container, self.key_path, sd)
+
+
+def with_metadata(sd: dict[str, torch.Tensor], source: Mapping[str, torch.Tensor], strip: str,
+                  add: str) -> dict[str, torch.Tensor]:
+    """``sd`` carrying ``source``'s ``_metadata`` (each module's state_dict version, which
+    ``load_state_dict`` hands to modules such as torchvision's MNASNet, that refuse to load
+    without it), its module names with ``strip`` removed and ``add`` put in front."""
+    meta = getattr(source, "_metadata", None)
+    if meta is None:
+        return sd
+    out = OrderedDict(sd)
+    names: OrderedDict[str, Any] = OrderedDict()
+    for name, value in meta.items():
+        dotted = name + "." if name else ""
+        if dotted.startswith(strip):
+            names[(add + dotted[len(strip):]).rstrip(".")] = value
+    out._metadata = names  # type: ignore[attr-defined]
+    return out
 
 
 def _replace_at(obj: Any, path: tuple[str, ...], value: Any) -> Any:
@@ -191,7 +211,7 @@ def _is_state_dict(obj: Any) -> bool:
 def _find_state_dict(obj: Mapping[str, Any], path: tuple[str, ...]
                      ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]] | None:
     if _is_state_dict(obj):
-        return dict(obj), path
+        return with_metadata(dict(obj), obj, "", ""), path
     if len(path) >= 3:
         return None
     keys = [k for k in _NEST_KEYS if k in obj] + [k for k in obj if k not in _NEST_KEYS]
@@ -214,7 +234,7 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
                 prefix += p
                 changed = True
     n = len(prefix)
-    return {k[n:]: v for k, v in sd.items()}, prefix
+    return with_metadata({k[n:]: v for k, v in sd.items()}, sd, prefix, ""), prefix
 
 
 def build_arch(spec: str, state_dict: Mapping[str, torch.Tensor], path: Path) -> nn.Module:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bncheck.backends.pytorch.export import save_pt2, to_onnx_proto
-from bncheck.backends.pytorch.layers import discover_module, discover_state_dict
+from bncheck.backends.pytorch.layers import discover_module, discover_state_dict, unmodeled_norms
 from bncheck.backends.pytorch.load import Checkpoint, build_arch, load_file
 from bncheck.backends.pytorch.passes import apply_pass
 from bncheck.backends.pytorch.precision import POLICY, current, full_precision
@@ -65,8 +65,6 @@ class TorchModel:
 
     backend = "torch"
     max_batch: int | None = None
-    # A module holds its BatchNorm modules as they are: nothing folded out of sight.
-    hidden: tuple[str, ...] = ()
     keep_bn: str | None = None
 
     def __init__(self, path: Path, fmt: ModelFormat, module: nn.Module | None,
@@ -79,6 +77,9 @@ class TorchModel:
         self.module = None if module is None else module.to(device)
         self.checkpoint = checkpoint
         self.device = device
+        # A module holds its BatchNorm modules as they are, nothing folded out of sight; what it
+        # may hide is a normalization with running statistics that bncheck does not model.
+        self.hidden: tuple[str, ...] = () if module is None else unmodeled_norms(module)
         self._input_shapes = list(input_shapes)
         self.batch_limit = batch_limit
         user = current()

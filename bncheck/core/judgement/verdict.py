@@ -2,7 +2,8 @@
 
 See docs/design.md, "The verdict". In short:
 - inconclusive when the evidence cannot carry a verdict (too few reference batches, a reference
-  too noisy to judge against, a fix that rests on an assumed training batch size);
+  too noisy to judge against unless eval mode is farther from it than zeros and the noise, a
+  fix that rests on an assumed training batch size);
 - ok when eval mode is within tolerance of the reference;
 - otherwise a mismatch, diagnosed as an input shift (the first normalization layer already sees
   data its running stats do not describe: check the preprocessing, and recalibrate only if this
@@ -21,7 +22,7 @@ from bncheck.core.judgement.diagnosis import KL_ERROR, KL_WARN
 from bncheck.core.judgement.discrepancy import Discrepancy
 from bncheck.core.judgement.findings import INCONCLUSIVE, Finding
 from bncheck.core.judgement.measurements import Measurements
-from bncheck.core.judgement.tolerance import MAX_TOLERANCE, tolerance_for
+from bncheck.core.judgement.tolerance import MAX_TOLERANCE, departs_beyond_noise, tolerance_for
 from bncheck.core.network.options import Severity
 from bncheck.core.passes.reference import MIN_REFERENCE_BATCHES
 from bncheck.core.stats.batchsize import BatchSizeSource
@@ -111,7 +112,12 @@ def decide(c: Measurements) -> Verdict:
             f"behaviour varies with the batch. Give at least {MIN_REFERENCE_BATCHES * b} samples"
             + ("" if c.train_batch.source is BatchSizeSource.OPTION else
                ", or --train-batch-size if you know it"), fix, advice)
-    if tol > MAX_TOLERANCE:
+    noisy = tol > MAX_TOLERANCE
+    if noisy and departs_beyond_noise(ev.mean, tol):
+        figures += (f". Re-batching alone moves the trained behaviour by {_f(floor)}, too much to "
+                    f"pass any output, but eval mode is farther from it than an all-zero output "
+                    f"is and than twice that noise")
+    elif noisy:
         if not math.isfinite(floor):
             why = (f"the trained behaviour (batch statistics at batch size {b}) gives NaN or Inf "
                    "outputs, so there is nothing to judge eval mode against")

@@ -1,0 +1,25 @@
+"""The model zoo's fast subset: real architectures trained here, every command checked end to end
+(tests/support/zoo.py). ``make zoo`` (bench/zoo.py) runs every entry and writes bench/ZOO.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.zoo import BY_NAME, sweep
+
+# Two quick rows with margins (bench/ZOO.md): a torchvision segmentation model (a dict of maps
+# out, hard-swish MobileNetV3 BatchNorm with momentum 0.01) and timm's ResNet-18 (about 30 s each).
+FAST = ("tv_lraspp_mobilenet_v3_large", "timm_resnet18")
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_a_zoo_model_passes_every_check(name: str, tmp_path: Path) -> None:
+    """inspect counts every norm module; compare's printed fix never worsens the healthy model
+    and restores the one whose statistics were never updated; fold, instance-norm and
+    batch-stats export to ONNX, verified, and run in onnxruntime."""
+    row = sweep(BY_NAME[name], tmp_path)
+    assert not row.problems, row.problems
+    assert row.layers == row.norms > 0
+    assert row.corrupted.startswith("mismatch")

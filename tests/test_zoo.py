@@ -9,9 +9,10 @@ import pytest
 
 from tests.support.zoo import BY_NAME, sweep
 
-# Two quick rows with margins (bench/ZOO.md): a torchvision segmentation model (a dict of maps
-# out, hard-swish MobileNetV3 BatchNorm with momentum 0.01) and timm's ResNet-18 (about 30 s each).
-FAST = ("tv_lraspp_mobilenet_v3_large", "timm_resnet18")
+# One quick row with margins (bench/ZOO.md), about 35 s: a torchvision segmentation model (a dict
+# of maps out, hard-swish MobileNetV3 BatchNorm with momentum 0.01). One, because CI must stay
+# under 15 minutes on 2 cores; make zoo runs the rest.
+FAST = ("tv_lraspp_mobilenet_v3_large",)
 
 
 @pytest.mark.parametrize("name", FAST)

@@ -2,8 +2,10 @@
 
 Every entry is a real architecture (torchvision, timm, keras.applications) with random weights,
 trained here for a few dozen steps on a proxy task (which of sklearn's two photos, and which
-quadrant of it, a crop comes from: 8 classes) with the learning rate decayed to zero, so its
-running statistics are those of real data under its final weights, as a trained model's are.
+quadrant of it, a crop comes from: 8 classes) with the learning rate decayed to zero. A torch
+model's running statistics are then re-estimated over the training set, so they are those of
+real data under its final weights, as a long-trained model's are; a Keras model keeps what its
+momentum-0.9 moving averages hold.
 :func:`sweep` then runs every bncheck command on it as a user would (the CLI, in this process)
 and checks what issue 35 asks; ``bench/zoo.py`` writes the table, ``tests/test_zoo.py`` runs a
 fast subset.
@@ -30,10 +32,6 @@ import numpy as np
 CLASSES = 8
 TRAIN_SAMPLES, HELD_OUT, TRAIN_BATCH = 1024, 128, 32
 STEPS = 60
-# After the last step, the running statistics are re-estimated in train mode over the training
-# set as a cumulative average (PreciseBN), as they settle in the last epochs of a long run:
-# torchvision's MobileNetV3 and EfficientNet train with momentum 0.01, under which a few dozen
-# steps leave them mostly the initialiser's (eval mode then departs by a relative L2 of 1.0).
 # A fix "worsens" the output when it moves it further from the trained behaviour than eval mode
 # is, by more than this (relative L2); "restores" when the corrupted model's fixed output is
 # within this of the healthy model's gap.
@@ -226,6 +224,10 @@ def train_torch(entry: Entry, x: np.ndarray, y: np.ndarray) -> Any:
 
 
 def _settle(model: Any, x: np.ndarray) -> None:
+    """Re-estimate the running statistics in train mode over ``x`` as a cumulative average
+    (PreciseBN), as they settle in the last epochs of a long run: torchvision's MobileNetV3 and
+    EfficientNet train with momentum 0.01, under which a few dozen steps leave them mostly the
+    initialiser's (eval mode then departs by a relative L2 of 1.0)."""
     import torch
 
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

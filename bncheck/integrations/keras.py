@@ -25,6 +25,7 @@ with requires("bncheck.integrations.keras", "keras"):
     import keras
 
 from bncheck import api
+from bncheck.backends.keras.graph import batch_norms
 from bncheck.core.network.options import DEFAULT_BATCH_SIZE
 from bncheck.integrations.heldout import held_out
 from bncheck.integrations.rng import preserved_rng
@@ -100,23 +101,12 @@ class BNCheckCallback(keras.callbacks.Callback):
         assert self.subject is not None
         with preserved_rng():
             stats = self.subject.recalibrated()
-        for layer in _batch_norms(self.model):
+        for layer in batch_norms(self.model):
             if layer.name in stats:
                 mean, var = stats[layer.name]
                 layer.moving_mean.assign(mean.astype(np.float32))
                 layer.moving_variance.assign(var.astype(np.float32))
         self.recalibrate_at_end = False
-
-
-def _batch_norms(model: Any) -> list[Any]:
-    """Every BatchNormalization layer, nested models included."""
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.extend(_batch_norms(layer))
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            out.append(layer)
-    return out
 
 
 class KerasApiSubject(ApiSubject):
@@ -163,7 +153,7 @@ class ChildSubject:
             _child(["rewrite", *self._saved(Path(tmp)), "--mode", "recalibrate", "-o", str(out)])
             fresh = keras.models.load_model(out, compile=False)
             return {layer.name: (np.asarray(layer.moving_mean), np.asarray(layer.moving_variance))
-                    for layer in _batch_norms(fresh)}
+                    for layer in batch_norms(fresh)}
 
     def _saved(self, tmp: Path) -> list[str]:
         path, data = tmp / "model.keras", tmp / "held_out.npy"

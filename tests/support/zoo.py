@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from bncheck.backends.keras.graph import batch_norms
+
 CLASSES = 8
 TRAIN_SAMPLES, HELD_OUT, TRAIN_BATCH = 1024, 128, 32
 STEPS = 60
@@ -248,7 +250,7 @@ def train_keras(entry: Entry, x: np.ndarray, y: np.ndarray) -> Any:
     import keras
 
     model = entry.build()
-    for layer in _keras_batch_norms(model):
+    for layer in batch_norms(model):
         layer.momentum = 0.9
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, STEPS, 0.0)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
@@ -263,18 +265,6 @@ def train_keras(entry: Entry, x: np.ndarray, y: np.ndarray) -> Any:
 def _order(n: int) -> np.ndarray:
     """The samples of STEPS batches, in a seeded order, every sample before any repeats."""
     return np.resize(np.random.default_rng(2).permutation(n), STEPS * TRAIN_BATCH)
-
-
-def _keras_batch_norms(model: Any) -> list[Any]:
-    import keras
-
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.extend(_keras_batch_norms(layer))
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            out.append(layer)
-    return out
 
 
 def nhwc(x: np.ndarray) -> np.ndarray:
@@ -389,7 +379,7 @@ class Subject:
         """Normalization modules, by their class name (BatchNormAct2d, LayerNorm2d and EvoNorm
         included, a head that holds one not); BatchNormalization layers in Keras."""
         if self.keras:
-            return len(_keras_batch_norms(self.model))
+            return len(batch_norms(self.model))
         return sum(1 for m in self.model.modules()
                    if "Norm" in type(m).__name__
                    and not any("Norm" in type(c).__name__ for c in m.children()))
@@ -433,7 +423,7 @@ class Subject:
         BatchNorm was frozen or left in eval mode through training."""
         model = copy.deepcopy(self.model)
         if self.keras:
-            for layer in _keras_batch_norms(model):
+            for layer in batch_norms(model):
                 layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
                 layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
         else:

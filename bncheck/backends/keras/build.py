@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from bncheck.backends.keras.net import KerasBatchNorm, KerasNet, KerasOptions, is_graph
+from bncheck.backends.keras.graph import BN_CLASS, is_batch_norm, is_graph, walk
+from bncheck.backends.keras.net import KerasBatchNorm, KerasNet, KerasOptions
 from bncheck.backends.pytorch.layers import discover_module
 from bncheck.core.network.layers import MomentumNote, NormLayer
 from bncheck.errors import BncheckError
-
-BN_CLASS = "BatchNormalization"
-
-
-def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Every layer of ``model`` with its Keras path, nested models entered, in graph order."""
-    for layer in model.layers:
-        path = prefix + layer.name
-        yield path, layer
-        if is_graph(layer):
-            yield from walk(layer, path + "/")
-
-
-def is_batch_norm(layer: Any) -> bool:
-    """Keras' own BatchNormalization (and subclasses that keep its call)."""
-    return any(c.__name__ == BN_CLASS and c.__module__.startswith("keras.")
-               for c in type(layer).__mro__)
 
 
 def _array(variable: Any) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bncheck.backends.keras.build import walk
+from bncheck.backends.keras.graph import walk
 from bncheck.backends.keras.net import KerasBatchNorm, KerasNet
 from bncheck.backends.pytorch.modules import ScaleShift
 from bncheck.backends.pytorch.passes import scale_shift_of

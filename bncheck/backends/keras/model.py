@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bncheck.backends.keras.build import describe, keras_net, walk
+from bncheck.backends.keras.build import describe, keras_net
 from bncheck.backends.keras.fold import fold
+from bncheck.backends.keras.graph import walk
 from bncheck.backends.keras.net import KerasNet
 from bncheck.backends.pytorch.model import TorchModel
 from bncheck.backends.pytorch.passes import apply_pass

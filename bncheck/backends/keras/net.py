@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bncheck.backends.keras.graph import is_graph, is_sequential
+
 
 @dataclass(frozen=True)
 class KerasOptions:
@@ -156,11 +158,3 @@ def _flat(args: tuple[Any, ...]) -> list[Any]:
     return list(args)
 
 
-def is_sequential(model: Any) -> bool:
-    """A Keras ``Sequential`` model."""
-    return type(model).__name__ == "Sequential"
-
-
-def is_graph(op: Any) -> bool:
-    """A Keras model nested as a layer, run through its own graph."""
-    return is_sequential(op) or (hasattr(op, "_run_through_graph") and hasattr(op, "layers"))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bncheck.backends.keras.build import walk
+from bncheck.backends.keras.graph import walk
 from bncheck.backends.keras.load import read_model
 from bncheck.backends.keras.net import KerasBatchNorm, KerasNet
 from bncheck.backends.keras.runtime import import_keras

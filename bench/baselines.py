@@ -32,15 +32,24 @@ def ort_eval(model: str, data: str, bs: str) -> None:
         sess.run(None, {name: x[s:s + int(bs)]})
 
 
-def update_bn(model: str, data: str, bs: str, out: str) -> None:
-    """torch.optim.swa_utils.update_bn over the same batches, then save."""
+def update_bn(model: str, data: str, bs: str, out: str, shuffles: str = "1") -> None:
+    """torch.optim.swa_utils.update_bn over the same batches, then save: with ``shuffles``
+    above 1, the seeded shuffles bncheck's recalibration gathers over
+    (bncheck/core/passes/recalibration.py), computed here as it computes them."""
     import numpy as np
     import torch
     from torch.optim.swa_utils import update_bn as swa_update_bn
 
     m = torch.load(model, weights_only=False)
     x = np.load(data)
-    loader = [torch.from_numpy(x[s:s + int(bs)]) for s in range(0, len(x), int(bs))]
+    b = int(bs)
+    if shuffles == "1":
+        loader = [torch.from_numpy(x[s:s + b]) for s in range(0, len(x), b)]
+    else:
+        used = np.random.default_rng(0).permutation(len(x))[:len(x) - len(x) % b]
+        orders = [used, *(np.random.default_rng(k).permutation(used)
+                          for k in range(1, int(shuffles)))]
+        loader = [torch.from_numpy(x[o[s:s + b]]) for o in orders for s in range(0, o.size, b)]
     swa_update_bn(loader, m)
     torch.save(m, out)
 

@@ -4,7 +4,7 @@ Writes ``bench/ZOO.md``: per model, inspect's layer count against its norm modul
 verdict on its own data and the printed fix applied, the same with the running statistics never
 updated, fold, instance-norm and batch-stats exported to ONNX and run in onnxruntime, and each
 command's seconds (in this process: no interpreter start-up). Run from the repository root:
-``python bench/zoo.py`` (``make zoo``; about 45 minutes on 2 cores). ``python bench/zoo.py NAME
+``python bench/zoo.py`` (``make zoo``; about an hour on 2 cores). ``python bench/zoo.py NAME
 ...`` reruns those models and replaces their rows in the table, keeping the others.
 """
 
@@ -64,7 +64,10 @@ def main(names: list[str]) -> None:
         "interpreter's start-up). *Gap*: relative L2 of the output from the trained behaviour "
         "(batch statistics at the training batch size); a printed fix must not raise it by "
         "more than 0.02, and the printed fix of the model whose statistics were never updated "
-        "(mean 0, variance 1) must bring it within 0.02 of the healthy model's. Fold must "
+        "(mean 0, variance 1) must bring it within 0.02 of the healthy model's, or, where "
+        "compare finds the trained behaviour dominated by batch noise (a tolerance above "
+        "0.6, so the gap measures that noise more than the fix), its accuracy within 0.02 of "
+        "the healthy model's. Fold must "
         "leave no BatchNormalization and match eval mode to 1e-5 relative in onnxruntime; "
         "instance-norm must give a sample the same output alone as in a batch; every ONNX "
         "file is run in onnxruntime. `python bench/zoo.py NAME` reruns a row.\n\n"

@@ -14,7 +14,7 @@ from conftest import DATA, cli, model_path
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.support.onnx_models import onnx_model
-from tests.support.small_archs import deep, frames, versioned
+from tests.support.small_archs import deep, frames, shape_padded, versioned
 
 C = 3
 
@@ -434,3 +434,16 @@ def test_module_versions_in_a_state_dict_survive_loading_and_rewriting(tmp_path:
     # Loads as the original did (a ValueError without the versions).
     target = versioned()
     (torch.nn.DataParallel(target) if prefix else target).load_state_dict(written["state_dict"])
+
+
+def test_a_size_computed_at_run_time_fails_export_in_words(tmp_path: Path) -> None:
+    """A torch model whose pooling padding comes from the input's size as it runs cannot be
+    written by torch's ONNX exporter: an ONNX rewrite exits 2 with what that means, not a node
+    of TorchScript IR."""
+    torch.save(shape_padded().state_dict(), tmp_path / "w.pth")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(8, 3, 11, 11))
+            .astype(np.float32))
+    r = cli("rewrite", tmp_path / "w.pth", "--arch", "tests.support.small_archs:shape_padded",
+            "--mode", "fold", "-o", tmp_path / "m.onnx", "--input-shape", "3,11,11")
+    assert r.code == 2, r.err
+    assert "computes a size (a padding, a kernel) from the input's shape" in r.err and "%" not in r.err

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bncheck.core.judgement.diagnosis import divergence
+from bncheck.core.judgement.diagnosis import LayerDivergence, divergence
 from bncheck.core.judgement.discrepancy import Discrepancy
-from bncheck.core.judgement.measurements import Measurements
+from bncheck.core.judgement.measurements import LayerReport, Measurements
 from bncheck.core.judgement.shift import ShiftEvidence
 from bncheck.core.judgement.tolerance import tolerance_for
 from bncheck.core.judgement.verdict import FixMode, VerdictKind, decide
@@ -104,6 +104,54 @@ def test_a_noisy_reference_still_shows_a_departure_beyond_zeros_and_its_noise() 
     for floor, gap in ((0.35, 0.95), (0.7, 1.3), (0.35, float("nan"))):
         assert decide(_measured(floor, {"eval": gap, **cands})).verdict is \
             VerdictKind.INCONCLUSIVE, (floor, gap)
+
+
+def _with_layer_kls(m: Measurements, kls: list[float]) -> Measurements:
+    """``m`` with one reported layer per KL, under reference propagation."""
+    def div(kl: float) -> LayerDivergence:
+        return LayerDivergence(0.0, 0.0, 0.0, kl, [])
+
+    layers = tuple(LayerReport(dataclasses.replace(_layer([0.0], [1.0]), name=f"bn{i}"), i, True,
+                               div(0.0), div(kl)) for i, kl in enumerate(kls))
+    return dataclasses.replace(m, layers=layers)
+
+
+def test_a_noisy_reference_still_lets_plainly_wrong_running_stats_be_fixed() -> None:
+    """Above the cap, a layer whose running stats are wrong for what it is given in training
+    (expected KL 0.5 or more, pooled over every sample, so no output noise blurs it) is a
+    mismatch when recalibrating brings the output closer, even with eval mode within the
+    tolerance: the zoo's MobileNetV3-Large with never-updated statistics (eval 0.999, floor
+    0.34). Below KL 0.5, or with recalibrate no closer, still inconclusive."""
+    cands = {"eval": 0.95, "recalibrate": 0.3, "instance-norm": 0.9, "batch-stats": 0.0}
+    v = decide(_with_layer_kls(_measured(0.5, cands), [0.01, 3.2, 0.7]))
+    assert v.verdict is VerdictKind.MISMATCH and v.mode is FixMode.RECALIBRATE
+    assert "running stats of 2 layer(s) are wrong" in v.reason and "worst bn1" in v.reason
+    assert "expected KL 3.200" in v.reason
+    for kls, recal in (([0.01, 0.49], 0.3), ([3.2], 0.96)):
+        m = _with_layer_kls(_measured(0.5, {**cands, "recalibrate": recal}), kls)
+        assert decide(m).verdict is VerdictKind.INCONCLUSIVE, (kls, recal)
+    # Under the cap the rule changes nothing: within tolerance is ok.
+    assert decide(_with_layer_kls(_measured(0.1, {"eval": 0.19}), [3.2])).verdict \
+        is VerdictKind.OK
+
+
+def test_recalibrate_reshuffles_a_set_of_few_batches() -> None:
+    """Fewer than 32 batches are gathered again in other seeded shuffles, at most 8, every
+    sample once per shuffle; the first two orders are the reference's and the noise floor's.
+    At batch size 1 there is no composition to average over."""
+    from bncheck.core.passes.recalibration import MAX_SHUFFLES, shuffles
+    from bncheck.core.passes.reference import SHUFFLE_SEED
+
+    plan = plan_reference(given_batch(32), 128)
+    orders = shuffles(plan)
+    assert len(orders) == MAX_SHUFFLES == 8
+    assert np.array_equal(orders[0], plan.used)
+    assert np.array_equal(orders[1], np.random.default_rng(SHUFFLE_SEED + 1).permutation(plan.used))
+    assert all(np.array_equal(np.sort(o), np.sort(plan.used)) for o in orders)
+    assert len({o.tobytes() for o in orders}) == 8
+    assert len(shuffles(plan_reference(given_batch(32), 32 * 16))) == 2
+    assert len(shuffles(plan_reference(given_batch(32), 32 * 40))) == 1
+    assert len(shuffles(plan_reference(given_batch(1), 10))) == 1
 
 
 def test_after_an_input_shift_a_candidate_within_tolerance_is_never_passed_over_in_silence(

@@ -9,10 +9,13 @@ import pytest
 
 from tests.support.zoo import BY_NAME, sweep
 
-# One quick row with margins (bench/ZOO.md), about 35 s: a torchvision segmentation model (a dict
-# of maps out, hard-swish MobileNetV3 BatchNorm with momentum 0.01). One, because CI must stay
-# under 15 minutes on 2 cores; make zoo runs the rest.
-FAST = ("tv_lraspp_mobilenet_v3_large",)
+# One quick row with margins (bench/ZOO.md), about 40 s: torchvision's MobileNetV3-Large, whose
+# trained behaviour is dominated by batch noise after the zoo's short training (noise floor 0.34),
+# so its never-updated statistics are flagged only through the layers' own statistics, and whose
+# printed recalibrate lands near the healthy model only when it averages several shuffles of the
+# 128 samples (0.300 against 0.291; 0.494 from one shuffle). One, because CI must stay under 15
+# minutes on 2 cores; make zoo runs the rest.
+FAST = ("tv_mobilenet_v3_large",)
 
 
 @pytest.mark.parametrize("name", FAST)

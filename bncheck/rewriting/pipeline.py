@@ -10,7 +10,13 @@ import numpy as np
 from bncheck.core.network.model import LayerShapes, Model
 from bncheck.core.network.moments import Moments
 from bncheck.core.network.options import RewriteMode
-from bncheck.core.passes.reference import SHUFFLE_SEED, given_batch, plan_reference, training_batch
+from bncheck.core.passes.recalibration import gather
+from bncheck.core.passes.reference import (
+    SHUFFLE_SEED,
+    given_batch,
+    plan_reference,
+    training_batch,
+)
 from bncheck.core.passes.runner import Runner
 from bncheck.core.stats.batchsize import LAYERS_TRIED
 from bncheck.core.stats.taps import TapCollector
@@ -36,7 +42,8 @@ def population_stats(model: Model, runner: Runner, batch_size: int,
 
     They are gathered exactly as compare's recalibrate candidate gathers them: normalization
     layers on batch statistics at the training batch size (running stats untouched, dropout in
-    eval), over the same shuffled reference batches, merged in float64 weighted by element
+    eval), over the same shuffled reference batches and, for a set of few batches, the same
+    further shuffles (``core/passes/recalibration.py``), merged in float64 weighted by element
     count. Without ``train_batch_size``, an eval pass estimates it first, through the layers
     the estimate reads and no further; ``batch_size`` only sets how that batch-independent pass
     is chunked, so it cannot change the result.
@@ -55,13 +62,14 @@ def population_stats(model: Model, runner: Runner, batch_size: int,
                    on_tap=eval_taps, keep_outputs=False, stop_after=LAYERS_TRIED).close()
         train = training_batch(eval_taps, layers, n, shapes)
     plan = plan_reference(train, n, model.max_batch)
-    taps = TapCollector()
-    runner.run(model.apply(RewriteMode.REFERENCE, shapes=shapes).model, "recalibrate",
-               plan.batch, plan.used, taps=list(layers), on_tap=taps, keep_outputs=False).close()
-    notes = [f"statistics gathered on batch statistics at batch size {plan.batch} over "
-             f"{plan.used.size} shuffled samples (training batch size {plan.train.value}, "
-             f"{plan.train.source.value}: {plan.train.detail})", *plan.notes]
-    return {name: acc.population for name, acc in taps.acc.items()}, notes
+    ref_model = model.apply(RewriteMode.REFERENCE, shapes=shapes).model
+    population, count = gather(runner, ref_model, plan, list(layers))
+    over = (f"{plan.used.size} shuffled samples (" if count == 1 else
+            f"{count} shuffles of {plan.used.size} samples ({count * plan.batches} batches; ")
+    notes = [f"statistics gathered on batch statistics at batch size {plan.batch} over {over}"
+             f"training batch size {plan.train.value}, {plan.train.source.value}: "
+             f"{plan.train.detail})", *plan.notes]
+    return population, notes
 
 
 def layer_shapes(model: Model, example: list[np.ndarray]) -> LayerShapes:

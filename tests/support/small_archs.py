@@ -134,3 +134,25 @@ def versioned() -> nn.Module:
     """The versioned model, untrained."""
     torch.manual_seed(0)
     return Versioned()
+
+
+class ShapePadded(nn.Module):
+    """Pools with a padding computed from the input's size as it runs, which torch's ONNX
+    exporter can write only as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in, pooled maps out."""
+        y = torch.relu(self.bn(self.conv(x)))
+        pad = (y.shape[-2] // 8, y.shape[-1] // 8)
+        return nn.functional.max_pool2d(y, 3, 2, padding=pad)
+
+
+def shape_padded() -> nn.Module:
+    """The shape-padded model, untrained."""
+    torch.manual_seed(0)
+    return ShapePadded()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bncheck.backends.keras.graph import is_graph, is_sequential
+from bncheck.backends.keras.runtime import static_padding
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,9 @@ class KerasNet(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         """The Keras model's outputs for ``inputs`` (in the model's own layout)."""
+        if torch.jit.is_tracing():
+            with static_padding():
+                return self._run(self.graph, list(inputs), "")
         return self._run(self.graph, list(inputs), "")
 
     def _run(self, graph: Any, inputs: list[Any], prefix: str) -> Any:

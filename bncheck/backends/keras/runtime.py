@@ -64,3 +64,30 @@ def without_tensorflow() -> Iterator[None]:
         yield
     finally:
         tensorflow._available = was
+
+
+@contextmanager
+def static_padding() -> Iterator[None]:
+    """While torch's ONNX exporter traces a Keras model: "same" padding sized from plain ints.
+
+    Keras' torch backend sizes it from ``inputs.shape``, which a trace records as arithmetic on
+    the input's shape; a pooling or convolution layer's padding must then be a constant, and
+    the exporter refuses (Xception's MaxPooling2D on odd-sized maps). bncheck exports a fixed
+    spatial size, only the batch axis being dynamic, so the traced size is the only one the
+    graph takes and the constant is exact. A Keras without the private helper is left as is.
+    """
+    from keras.src.backend.torch import nn as backend_nn
+
+    original = getattr(backend_nn, "_compute_padding_length", None)
+    if original is None:
+        yield
+        return
+
+    def static(input_length: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(int(input_length), *args, **kwargs)
+
+    backend_nn._compute_padding_length = static
+    try:
+        yield
+    finally:
+        backend_nn._compute_padding_length = original

@@ -47,9 +47,8 @@ def to_onnx_proto(module: nn.Module, example: Sequence[torch.Tensor],
         first = str(e).splitlines()[0]
         if "is not constant" in str(e):
             # Its first line is a node of TorchScript IR: what it means, in words.
-            first = ("one of its layers computes a size from the input's shape as it runs "
-                     "(Keras' MaxPooling2D with padding=\"same\" on an odd-sized map does, on "
-                     "its torch backend), which torch's ONNX exporter cannot write")
+            first = ("one of its layers computes a size (a padding, a kernel) from the input's "
+                     "shape as it runs, which torch's ONNX exporter can write only as a constant")
         raise BncheckError(f"this model cannot be exported to ONNX: {first}") from e
     return onnx.load_from_string(buf.getvalue())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,13 @@ def divergence(layer: NormLayer, acc: LayerAccumulator, batch_size: int) -> Laye
         log_var_ratio=_finite_mean(lvr), kl=_finite_mean(kl),
         worst_channels=[(int(c), float(kl[c])) for c in worst],
     )
+
+
+def wrong_stats(kls: Iterable[float]) -> list[int]:
+    """Positions of the layers whose running stats are wrong for what they are given in training
+    (expected KL at ``KL_ERROR`` or more): evidence that no noise in the output can blur, as each
+    layer's statistics pool every sample."""
+    return [i for i, kl in enumerate(kls) if kl >= KL_ERROR]
 
 
 def _finite_mean(a: np.ndarray) -> float:

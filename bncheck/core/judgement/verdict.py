@@ -2,8 +2,9 @@
 
 See docs/design.md, "The verdict". In short:
 - inconclusive when the evidence cannot carry a verdict (too few reference batches, a reference
-  too noisy to judge against unless eval mode is farther from it than zeros and the noise, a
-  fix that rests on an assumed training batch size);
+  too noisy to judge against unless eval mode is farther from it than zeros and the noise or
+  some layer's running stats are plainly wrong for what it is given and recalibrating brings
+  the output closer, a fix that rests on an assumed training batch size);
 - ok when eval mode is within tolerance of the reference;
 - otherwise a mismatch, diagnosed as an input shift (the first normalization layer already sees
   data its running stats do not describe: check the preprocessing, and recalibrate only if this
@@ -18,7 +19,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bncheck.core.judgement.diagnosis import KL_ERROR, KL_WARN
+from bncheck.core.judgement.diagnosis import KL_ERROR, KL_WARN, wrong_stats
 from bncheck.core.judgement.discrepancy import Discrepancy
 from bncheck.core.judgement.findings import INCONCLUSIVE, Finding
 from bncheck.core.judgement.measurements import Measurements
@@ -113,10 +114,21 @@ def decide(c: Measurements) -> Verdict:
             + ("" if c.train_batch.source is BatchSizeSource.OPTION else
                ", or --train-batch-size if you know it"), fix, advice)
     noisy = tol > MAX_TOLERANCE
+    where = f"; it departs first at layer {first}" if first else ""
+    wrong = [c.layers[i] for i in wrong_stats(r.reference.kl for r in c.layers)]
+    recal = c.candidates.get(FixMode.RECALIBRATE.value)
     if noisy and departs_beyond_noise(ev.mean, tol):
         figures += (f". Re-batching alone moves the trained behaviour by {_f(floor)}, too much to "
                     f"pass any output, but eval mode is farther from it than an all-zero output "
                     f"is and than twice that noise")
+    elif noisy and wrong and c.shift is None and recal is not None and recal.mean < ev.mean:
+        worst = max(wrong, key=lambda r: _key(r.reference.kl))
+        return _internal(c, f"{figures}. Re-batching alone moves the trained behaviour by "
+                            f"{_f(floor)}, too much to pass any output, but the running stats of "
+                            f"{len(wrong)} layer(s) are wrong for what they are given in training "
+                            f"(worst {worst.layer.name}, expected KL {_f(worst.reference.kl)}, "
+                            f"{KL_ERROR} or more), and re-estimating them brings the output "
+                            f"closer{where}", tol, first)
     elif noisy:
         if not math.isfinite(floor):
             why = (f"the trained behaviour (batch statistics at batch size {b}) gives NaN or Inf "
@@ -133,7 +145,6 @@ def decide(c: Measurements) -> Verdict:
                        f"{figures}: within tolerance, no fix needed", tol, first, fix,
                        f"The output is within tolerance, but {advice[0].lower()}{advice[1:]}"
                        if advice else "")
-    where = f"; it departs first at layer {first}" if first else ""
     if c.shift is not None:
         return _shifted(c, figures + where, tol, first, fix, advice)
     return _internal(c, figures + where, tol, first)

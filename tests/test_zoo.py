@@ -13,7 +13,7 @@ from tests.support.zoo import BY_NAME, sweep
 # trained behaviour is dominated by batch noise after the zoo's short training (noise floor 0.34),
 # so its never-updated statistics are flagged only through the layers' own statistics, and whose
 # printed recalibrate lands near the healthy model only when it averages several shuffles of the
-# 128 samples (0.300 against 0.291; 0.494 from one shuffle). One, because CI must stay under 15
+# 128 samples (0.296 against 0.291; 0.494 from one shuffle). One, because CI must stay under 15
 # minutes on 2 cores; make zoo runs the rest.
 FAST = ("tv_mobilenet_v3_large",)
 

@@ -5,10 +5,11 @@ size) a layer after the first sees inputs that depend on which samples share its
 average of a few batches carries their composition's luck. Measured on torchvision's
 MobileNetV3-Large, trained here and recalibrated on 128 samples at batch size 32: four batches
 (one shuffle) left eval mode 0.15 to 0.46 from the trained behaviour (relative L2, the mean of
-16 re-batchings), depending on the shuffle alone; 32 batches (eight shuffles) 0.18 to 0.21. A
-training run's cumulative average spans hundreds of batches. So a sample set of fewer than
-``MIN_BATCHES`` batches is run again in other seeded shuffles, every sample once per shuffle;
-at batch size 1 composition does not exist and one pass is all there is.
+16 re-batchings), depending on the shuffle alone; 16 batches 0.21, 32 batches (eight shuffles)
+0.18, 64 no closer (0.19 to 0.20), in two seeds each. A training run's cumulative average spans
+hundreds of batches. So a sample set of fewer than ``MIN_BATCHES`` batches is run again in other
+seeded shuffles, every sample once per shuffle; at batch size 1 composition does not exist and
+one pass is all there is.
 compare's recalibrate candidate and rewrite's recalibrate gather over the same shuffles.
 """
 
